@@ -1,0 +1,108 @@
+"""One API call: build the keyword arguments, send them, read the reply.
+
+This is the only module that knows the shapes of the Responses and Chat Completions APIs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from flex_provider.engine.config import RequestSpec
+from flex_provider.engine.errors import OutputValidationError
+from flex_provider.engine.usage import Usage
+
+
+@dataclass(slots=True)
+class Reply:
+    output: Any  # text, or the parsed object for structured output
+    service_tier: str | None  # as served, which may differ from the one asked for
+    usage: Usage
+    response_id: str | None
+
+
+class CallBuilder:
+    """Precomputes everything that is the same for every request of a run."""
+
+    def __init__(self, spec: RequestSpec) -> None:
+        self.spec = spec
+        self._validator = None
+        extra = dict(spec.request_options)
+        if spec.response_schema is not None:
+            jsonschema.Draft202012Validator.check_schema(spec.response_schema)
+            self._validator = jsonschema.Draft202012Validator(spec.response_schema)
+            if spec.api == "responses":
+                text = dict(extra.pop("text", None) or {})
+                text["format"] = {
+                    "type": "json_schema",
+                    "name": spec.schema_name,
+                    "schema": spec.response_schema,
+                    "strict": True,
+                }
+                extra["text"] = text
+            else:
+                extra["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": spec.schema_name, "schema": spec.response_schema, "strict": True},
+                }
+        self._extra = extra
+
+    def kwargs(self, prompt: str, tier: str, *, background: bool = False) -> dict[str, Any]:
+        spec = self.spec
+        if spec.api == "responses":
+            kw: dict[str, Any] = {"model": spec.model, "input": prompt, "service_tier": tier}
+            if spec.instructions:
+                kw["instructions"] = spec.instructions
+            if background:
+                kw["background"] = True
+        else:
+            messages: list[dict[str, str]] = []
+            if spec.instructions:
+                messages.append({"role": "developer", "content": spec.instructions})
+            messages.append({"role": "user", "content": prompt})
+            kw = {"model": spec.model, "messages": messages, "service_tier": tier}
+        kw.update(self._extra)
+        kw["timeout"] = spec.timeout
+        return kw
+
+    async def send(self, client: Any, prompt: str, tier: str) -> Reply:
+        """Send one request and wait for the answer (inline mode)."""
+        if self.spec.api == "responses":
+            response = await client.responses.create(**self.kwargs(prompt, tier))
+            return self.read_response(response)
+        completion = await client.chat.completions.create(**self.kwargs(prompt, tier))
+        return self.read_chat(completion)
+
+    def read_response(self, response: Any) -> Reply:
+        return self._reply(response.output_text, response.service_tier, response.usage, response.id)
+
+    def read_chat(self, completion: Any) -> Reply:
+        message = completion.choices[0].message
+        if getattr(message, "refusal", None):
+            raise OutputValidationError(f"model refused: {message.refusal}")
+        return self._reply(message.content or "", completion.service_tier, completion.usage, completion.id)
+
+    def _reply(self, text: str, tier: str | None, api_usage: Any, response_id: str | None) -> Reply:
+        usage = Usage.from_api(api_usage)
+        try:
+            output = self._parse(text)
+        except OutputValidationError as exc:
+            exc.usage, exc.service_tier = usage, tier  # a wrong answer is still billed
+            raise
+        return Reply(output, tier, usage, response_id)
+
+    def _parse(self, text: str) -> Any:
+        if self._validator is None:
+            return text
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise OutputValidationError(f"output is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        if error is not None:
+            path = "/".join(map(str, error.absolute_path)) or "<root>"
+            raise OutputValidationError(f"output does not match response_format at {path}: {error.message}")
+        return value

@@ -1,0 +1,147 @@
+"""Plain, JSON-serialisable settings of a run.
+
+The operator validates user input into these objects before deferring; the trigger carries them
+as dicts (``to_dict``/``from_dict``) and rebuilds them in the triggerer. Nothing here is secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from flex_provider.engine.errors import FlexInputError
+
+API_CHOICES = ("responses", "chat")
+ON_UNAVAILABLE_CHOICES = ("retry", "fallback", "fail")
+SUBMIT_MODES = ("inline", "background")
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FlexInputError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _positive(name: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FlexInputError(f"{name}: expected a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise FlexInputError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The per-item retry budget. Defaults suit flex: capacity shortages last minutes, not seconds,
+    so backoff grows to 5 minutes and an item may keep trying for an hour before giving up."""
+
+    max_attempts: int = 12
+    max_elapsed_s: float = 3600.0
+    initial_wait_s: float = 2.0
+    max_wait_s: float = 300.0
+    jitter_s: float = 2.0
+    # Ceiling on a server-sent Retry-After we are willing to honour (longer values are capped).
+    max_retry_after_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise FlexInputError(f"retry.max_attempts: expected an integer >= 1, got {self.max_attempts!r}")
+        _positive("retry.max_elapsed_s", self.max_elapsed_s)
+        _positive("retry.initial_wait_s", self.initial_wait_s, allow_zero=True)
+        _positive("retry.max_wait_s", self.max_wait_s, allow_zero=True)
+        _positive("retry.jitter_s", self.jitter_s, allow_zero=True)
+        _positive("retry.max_retry_after_s", self.max_retry_after_s, allow_zero=True)
+
+    @classmethod
+    def from_value(cls, value: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
+        if value is None:
+            return cls()
+        if isinstance(value, RetryPolicy):
+            return value
+        if not isinstance(value, dict):
+            raise FlexInputError(f"retry: expected a dict or RetryPolicy, got {type(value).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise FlexInputError(f"retry: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """What every request of the run looks like, apart from the item's prompt."""
+
+    model: str
+    instructions: str | None = None
+    api: Literal["responses", "chat"] = "responses"
+    response_schema: dict[str, Any] | None = None  # JSON schema; output becomes the parsed object
+    schema_name: str = "result"
+    request_options: dict[str, Any] = field(default_factory=dict)
+    service_tier: str = "flex"
+    timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise FlexInputError(f"model: expected a non-empty model name, got {self.model!r}")
+        if self.instructions is not None and not isinstance(self.instructions, str):
+            raise FlexInputError(f"instructions: expected a string, got {type(self.instructions).__name__}")
+        _choice("api", self.api, API_CHOICES)
+        _choice("service_tier", self.service_tier, SERVICE_TIERS)
+        _positive("timeout", self.timeout)
+        if not isinstance(self.request_options, dict):
+            raise FlexInputError(f"request_options: expected a dict, got {type(self.request_options).__name__}")
+        reserved = {"model", "input", "instructions", "messages", "service_tier", "background", "stream"}
+        clash = reserved & set(self.request_options)
+        if clash:
+            raise FlexInputError(
+                f"request_options: {sorted(clash)} are set by the operator's own parameters; use those instead"
+            )
+        if self.response_schema is not None and not isinstance(self.response_schema, dict):
+            raise FlexInputError("response_format: expected a Pydantic model class or a JSON schema dict")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the run behaves: concurrency, retries, what to do when flex is unavailable."""
+
+    max_concurrency: int = 32
+    on_unavailable: Literal["retry", "fallback", "fail"] = "retry"
+    fallback_tier: str = "default"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    submit_mode: Literal["inline", "background"] = "inline"
+    poll_interval_s: float = 5.0
+    flush_every: int = 100
+    flush_interval_s: float = 2.0
+    progress_interval_s: float = 10.0
+    prices: dict[str, dict[str, float]] | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_concurrency, bool)
+            or not isinstance(self.max_concurrency, int)
+            or self.max_concurrency < 1
+        ):
+            raise FlexInputError(f"max_concurrency: expected an integer >= 1, got {self.max_concurrency!r}")
+        _choice("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_CHOICES)
+        _choice("fallback_tier", self.fallback_tier, SERVICE_TIERS)
+        _choice("submit_mode", self.submit_mode, SUBMIT_MODES)
+        _positive("poll_interval_s", self.poll_interval_s)
+        _positive("flush_interval_s", self.flush_interval_s)
+        _positive("progress_interval_s", self.progress_interval_s)
+        if isinstance(self.flush_every, bool) or not isinstance(self.flush_every, int) or self.flush_every < 1:
+            raise FlexInputError(f"flush_every: expected an integer >= 1, got {self.flush_every!r}")
+
+
+def to_dict(obj: RequestSpec | RunOptions) -> dict[str, Any]:
+    return asdict(obj)
+
+
+def request_spec_from_dict(data: dict[str, Any]) -> RequestSpec:
+    return RequestSpec(**data)
+
+
+def run_options_from_dict(data: dict[str, Any]) -> RunOptions:
+    data = dict(data)
+    data["retry"] = RetryPolicy.from_value(data.get("retry"))
+    return RunOptions(**data)

@@ -1,0 +1,433 @@
+"""The engine: many items through one AsyncOpenAI client, bounded, retried, checkpointed.
+
+Plain asyncio, no Airflow. The trigger runs it in the triggerer (``deferrable=True``); the operator
+runs the very same code with ``asyncio.run`` in the worker (``deferrable=False``).
+
+Shape of a run: a feeder reads items in chunks in a thread (storage I/O and Jinja rendering stay off
+the event loop) into a small queue; ``max_concurrency`` workers take items one at a time, so memory
+does not grow with the number of items; finished records are buffered and written as whole part
+files every ``flush_every`` records or ``flush_interval_s`` seconds; the manifest comes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import openai
+from tenacity import RetryCallState
+
+from flex_provider.engine.background import BackgroundPoller, ResponseGone
+from flex_provider.engine.calls import CallBuilder, Reply
+from flex_provider.engine.concurrency import AdaptiveLimiter
+from flex_provider.engine.config import RequestSpec, RunOptions
+from flex_provider.engine.errors import FlexRunAborted, Verdict, classify, error_info, redact
+from flex_provider.engine.items import WorkItem
+from flex_provider.engine.pricing import CostTally, PriceTable
+from flex_provider.engine.progress import RunCounters
+from flex_provider.engine.retry import item_retrying, server_wait_hint
+from flex_provider.engine.store import ResultStore
+from flex_provider.engine.usage import Usage
+
+log = logging.getLogger("flex_provider.engine")
+
+_FEED_CHUNK = 256
+
+
+class BackgroundFailed(RuntimeError):
+    """A background response ended ``failed``/``incomplete``/``cancelled`` on the server."""
+
+    def __init__(self, status: str, message: str, retryable: bool) -> None:
+        super().__init__(f"background response {status}: {message}")
+        self.status = status
+        self.retryable = retryable
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class FlexEngine:
+    def __init__(
+        self,
+        client: Any,
+        spec: RequestSpec,
+        options: RunOptions,
+        store: ResultStore,
+        *,
+        secrets: tuple[str, ...] = (),
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        output_uri: str | None = None,
+    ) -> None:
+        self.client = client
+        self.spec = spec
+        self.options = options
+        self.store = store
+        self.secrets = secrets
+        self.log = logger or log
+        self.output_uri = output_uri
+        self.calls = CallBuilder(spec)
+        self.prices = PriceTable(options.prices)
+        self.limiter = AdaptiveLimiter(options.max_concurrency)
+        self.counters = RunCounters()
+        self.poller = BackgroundPoller(client, options.poll_interval_s) if options.submit_mode == "background" else None
+        self._buffer: list[dict[str, Any]] = []
+        self._pending_buffer: list[dict[str, Any]] = []
+        self._pending_flushed: asyncio.Event | None = None
+        self._flush_lock = asyncio.Lock()
+        self._pending_lock = asyncio.Lock()
+        self._known_pending: dict[str, dict[str, Any]] = {}
+        self._dirty_progress = False
+
+    # -- public ----------------------------------------------------------------------------
+    async def run(self, items: Iterable[WorkItem], total: int | None = None) -> dict[str, Any]:
+        """Process every item that has no final record yet; return the run summary.
+
+        Raises FlexRunAborted on run-wide errors (bad key, no quota) after saving what finished.
+        """
+        started = time.monotonic()
+        state = await asyncio.to_thread(self.store.load)
+        self._known_pending = dict(state.pending)
+        finished = state.final_ids
+        self.log.info(
+            "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
+            "%d background response(s) to re-attach, model=%s tier=%s concurrency=%d mode=%s",
+            len(finished),
+            len(state.retryable_ids),
+            len(state.pending),
+            self.spec.model,
+            self.spec.service_tier,
+            self.options.max_concurrency,
+            self.options.submit_mode,
+        )
+        try:
+            await self._run_workers(items, finished, total)
+        except BaseException:  # aborted, failed or cancelled (trigger killed/moved): keep what finished
+            await asyncio.shield(self._flush(force=True))
+            raise
+        finally:
+            if self.poller is not None:
+                await self.poller.close()
+        await self._flush(force=True)
+        self.log.info(self.counters.line(total))
+        return await asyncio.to_thread(self._finalize, started)
+
+    async def _run_workers(self, items: Iterable[WorkItem], finished: set[str], total: int | None) -> None:
+        queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
+        try:
+            async with asyncio.TaskGroup() as group:
+                feeder = group.create_task(self._feed(items, finished, queue), name="flex-feeder")
+                workers = [
+                    group.create_task(self._worker(queue), name=f"flex-worker-{i}")
+                    for i in range(self.options.max_concurrency)
+                ]
+                ticker = group.create_task(self._tick(total), name="flex-ticker")
+                await feeder
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers)
+                ticker.cancel()
+        except BaseExceptionGroup as group_error:
+            # Surface one clear error, the run-wide abort first, instead of an exception group.
+            errors = group_error.exceptions
+            raise next((e for e in errors if isinstance(e, FlexRunAborted)), errors[0]) from None
+
+    # -- feeding ---------------------------------------------------------------------------
+    async def _feed(self, items: Iterable[WorkItem], finished: set[str], queue: asyncio.Queue) -> None:
+        iterator: Iterator[WorkItem] = iter(items)
+        seen: set[str] = set()
+        while True:
+            chunk = await asyncio.to_thread(lambda: list(itertools.islice(iterator, _FEED_CHUNK)))
+            if not chunk:
+                return
+            for item in chunk:
+                if item.id in seen:
+                    self.counters.duplicates += 1
+                    continue
+                seen.add(item.id)
+                if item.id in finished:
+                    self.counters.resumed += 1
+                    continue
+                await queue.put(item)
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        while (item := await queue.get()) is not None:
+            self.counters.in_flight += 1
+            try:
+                record = await self._process(item)
+            finally:
+                self.counters.in_flight -= 1
+            self._record(record)
+            if len(self._buffer) >= self.options.flush_every:
+                await self._flush()
+
+    async def _tick(self, total: int | None) -> None:
+        next_report = time.monotonic() + self.options.progress_interval_s
+        while True:
+            await asyncio.sleep(min(self.options.flush_interval_s, self.options.progress_interval_s))
+            await self._flush()
+            if time.monotonic() >= next_report:
+                self.log.info(self.counters.line(total))
+                next_report = time.monotonic() + self.options.progress_interval_s
+
+    # -- one item ----------------------------------------------------------------------------
+    async def _process(self, item: WorkItem) -> dict[str, Any]:
+        tier = self.spec.service_tier
+        attempts = [0]
+        fell_back = False
+        try:
+            try:
+                reply = await self._on_tier(item, tier, attempts)
+            except Exception as exc:
+                if not (
+                    classify(exc) is Verdict.UNAVAILABLE
+                    and self.options.on_unavailable == "fallback"
+                    and tier != self.options.fallback_tier
+                ):
+                    raise
+                self.counters.fallbacks += 1
+                self._dirty_progress = True
+                fell_back = True
+                reply = await self._on_tier(item, self.options.fallback_tier, attempts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            verdict = classify(exc) if not isinstance(exc, BackgroundFailed) else None
+            if verdict is Verdict.FATAL:
+                info = error_info(exc, self.secrets)
+                raise FlexRunAborted(
+                    f"flex run stopped: {info.get('status_code', '')} {info.get('code') or info['type']}: "
+                    f"{info['message']} (no item can succeed with this key/account; fix it and retry the task, "
+                    "finished items are kept)",
+                    info,
+                ) from None
+            return self._failure(item, exc, attempts[0], fell_back)
+        return self._success(item, reply, attempts[0], fell_back, tier)
+
+    async def _on_tier(self, item: WorkItem, tier: str, attempts: list[int]) -> Reply:
+        if self.poller is None:
+            return await self._with_retries(
+                lambda: self.calls.send(self.client, item.prompt, tier),
+                attempts,
+                retry_unavailable=self.options.on_unavailable != "fail",
+            )
+        return await self._background(item, tier, attempts)
+
+    async def _with_retries(self, call: Callable[[], Any], attempts: list[int], *, retry_unavailable: bool) -> Any:
+        retrying = item_retrying(
+            self.options.retry, retry_unavailable=retry_unavailable, before_sleep=self._before_sleep
+        )
+        async for attempt in retrying:
+            with attempt:
+                attempts[0] += 1
+                await self.limiter.acquire()
+                try:
+                    self.counters.requests += 1
+                    self._dirty_progress = True
+                    result = await call()
+                except openai.APIStatusError as exc:
+                    self._count_error(exc)
+                    raise
+                except (openai.APIConnectionError, TimeoutError):
+                    self.counters.transient_errors += 1
+                    raise
+                finally:
+                    self.limiter.release()
+                self.limiter.on_success()
+        return result
+
+    def _count_error(self, exc: openai.APIStatusError) -> None:
+        verdict = classify(exc)
+        if verdict is Verdict.UNAVAILABLE:
+            self.counters.unavailable += 1
+        elif verdict is Verdict.RATE_LIMITED:
+            self.counters.rate_limited += 1
+            self.limiter.on_rate_limited(server_wait_hint(exc))
+        elif verdict is Verdict.TRANSIENT:
+            self.counters.transient_errors += 1
+
+    async def _before_sleep(self, retry_state: RetryCallState) -> None:
+        if self.log.isEnabledFor(logging.DEBUG):
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
+            self.log.debug("retrying after %s (attempt %d)", type(exc).__name__, retry_state.attempt_number)
+
+    # -- background mode ---------------------------------------------------------------------
+    async def _background(self, item: WorkItem, tier: str, attempts: list[int]) -> Reply:
+        """Create (or re-attach to) a background response and wait for it through the poller.
+
+        The response id is made durable *before* waiting, so a restarted trigger polls it instead
+        of paying for the item again. A vanished id (expired) or a failed response is created anew,
+        within the same retry budget."""
+        assert self.poller is not None
+        entry = self._known_pending.pop(item.id, None)
+        if entry is not None and entry.get("tier") == tier:
+            self.counters.background_reattached += 1
+            response_id = entry["response_id"]
+        else:
+            response_id = None
+        for _ in range(self.options.retry.max_attempts):
+            if response_id is None:
+                response = await self._with_retries(
+                    lambda: self.client.responses.create(**self.calls.kwargs(item.prompt, tier, background=True)),
+                    attempts,
+                    retry_unavailable=self.options.on_unavailable != "fail",
+                )
+                self.counters.background_created += 1
+                response_id = response.id
+                await self._checkpoint_pending({"id": item.id, "response_id": response_id, "tier": tier})
+            try:
+                response = await self.poller.wait(response_id)
+            except ResponseGone:
+                response_id = None
+                continue
+            if response.status == "completed":
+                return self.calls.read_response(response)
+            error = getattr(response, "error", None)
+            message = (
+                getattr(error, "message", None)
+                or getattr(getattr(response, "incomplete_details", None), "reason", None)
+                or response.status
+            )
+            code = getattr(error, "code", None)
+            if response.status == "failed" and code in (
+                None,
+                "server_error",
+                "resource_unavailable",
+                "rate_limit_exceeded",
+            ):
+                self.counters.transient_errors += 1
+                response_id = None
+                continue
+            raise BackgroundFailed(response.status, redact(str(message), self.secrets), retryable=False)
+        raise BackgroundFailed("failed", "retry budget exhausted on failed background responses", retryable=True)
+
+    async def _checkpoint_pending(self, entry: dict[str, Any]) -> None:
+        """Group commit: every worker that created a response in the same moment shares one write,
+        and none proceeds to wait before its id is on storage."""
+        self._pending_buffer.append(entry)
+        async with self._pending_lock:
+            if entry not in self._pending_buffer:
+                return  # written by the batch just before ours
+            batch, self._pending_buffer = self._pending_buffer, []
+            await asyncio.to_thread(self.store.write_pending, batch)
+
+    def outstanding_response_ids(self) -> list[str]:
+        """Background responses created but not finished (for on_kill)."""
+        ids = self.poller.outstanding if self.poller else []
+        return ids + [e["response_id"] for e in self._known_pending.values()]
+
+    # -- records -----------------------------------------------------------------------------
+    def _success(self, item: WorkItem, reply: Reply, attempts: int, fell_back: bool, asked: str) -> dict[str, Any]:
+        self.counters.succeeded += 1
+        self._account(reply.usage, reply.service_tier)
+        return {
+            "id": item.id,
+            "status": "succeeded",
+            "output": reply.output,
+            "service_tier": reply.service_tier,
+            "requested_tier": self.options.fallback_tier if fell_back else asked,
+            "fallback": fell_back,
+            "model": self.spec.model,
+            "usage": reply.usage.as_dict(),
+            "attempts": attempts,
+            "error": None,
+            "response_id": reply.response_id,
+            "finished_at": _now(),
+        }
+
+    def _failure(self, item: WorkItem, exc: BaseException, attempts: int, fell_back: bool) -> dict[str, Any]:
+        self.counters.failed += 1
+        info = error_info(exc, self.secrets)
+        if isinstance(exc, BackgroundFailed):
+            info["retryable"] = exc.retryable
+        else:
+            # Budget exhausted on a retryable error: a later run (task retry, re-run) may succeed.
+            info["retryable"] = classify(exc) in (Verdict.UNAVAILABLE, Verdict.RATE_LIMITED, Verdict.TRANSIENT)
+        usage = getattr(exc, "usage", None) or Usage()
+        tier = getattr(exc, "service_tier", None)
+        self._account(usage, tier)
+        return {
+            "id": item.id,
+            "status": "failed",
+            "output": None,
+            "service_tier": tier,
+            "requested_tier": self.options.fallback_tier if fell_back else self.spec.service_tier,
+            "fallback": fell_back,
+            "model": self.spec.model,
+            "usage": usage.as_dict(),
+            "attempts": attempts,
+            "error": info,
+            "response_id": None,
+            "finished_at": _now(),
+        }
+
+    def _account(self, usage: Usage, tier: str | None) -> None:
+        self.counters.usage.add(usage)
+        self.counters.cost.add(self.prices, self.spec.model, tier, usage)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self._buffer.append(record)
+
+    async def _flush(self, force: bool = False) -> None:
+        if not self._buffer and not (force or self._dirty_progress):
+            return
+        async with self._flush_lock:
+            batch, self._buffer = self._buffer, []
+            counters = self.counters.persisted()
+            self._dirty_progress = False
+            if batch:
+                await asyncio.to_thread(self.store.write_part, batch)
+            await asyncio.to_thread(self.store.write_progress, counters)
+
+    # -- the end -------------------------------------------------------------------------------
+    def _finalize(self, started: float) -> dict[str, Any]:
+        succeeded = failed = 0
+        usage = Usage()
+        cost = CostTally()
+        failed_ids: list[str] = []
+        for record in self.store.iter_records():
+            if record.get("status") == "succeeded":
+                succeeded += 1
+            else:
+                failed += 1
+                if len(failed_ids) < 20:
+                    failed_ids.append(record.get("id"))
+            record_usage = Usage.from_dict(record.get("usage"))
+            usage.add(record_usage)
+            cost.add(self.prices, record.get("model") or self.spec.model, record.get("service_tier"), record_usage)
+        totals = {name: 0 for name in RunCounters.PERSISTED}
+        for session in self.store.load_progress():
+            for name in totals:
+                totals[name] += int(session.get(name, 0))
+        summary: dict[str, Any] = {
+            "status": "success",
+            "total": succeeded + failed,
+            "succeeded": succeeded,
+            "failed": failed,
+            "failed_ids": failed_ids,
+            "requests": totals["requests"],
+            "unavailable": totals["unavailable"],
+            "rate_limited": totals["rate_limited"],
+            "transient_errors": totals["transient_errors"],
+            "fallbacks": totals["fallbacks"],
+            "this_run": {
+                "requests": self.counters.requests,
+                "resumed": self.counters.resumed,
+                "processed": self.counters.succeeded + self.counters.failed,
+                "duplicates_in_input": self.counters.duplicates,
+                "background_reattached": self.counters.background_reattached,
+            },
+            "usage": usage.as_dict(),
+            "cost_usd": cost.as_dict(),
+            "model": self.spec.model,
+            "service_tier": self.spec.service_tier,
+            "output_path": self.output_uri,
+            "duration_s": round(time.monotonic() - started, 3),
+            "finished_at": _now(),
+        }
+        return self.store.finalize(summary)

@@ -1,0 +1,146 @@
+"""FlexHook: an Airflow connection turned into an ``AsyncOpenAI`` client that never retries by itself.
+
+Connection fields: password = API key, host = base URL (empty for api.openai.com), extras
+``organization`` and ``project``. When the connection does not exist, ``OPENAI_API_KEY`` and
+``OPENAI_BASE_URL`` (and ``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) from the environment are used, as
+the openai SDK itself would.
+
+The SDK's own retries are switched off (``max_retries=0``): with flex timeouts of 900 s its default
+two retries could hold one call for 45 minutes, and tenacity in the engine owns the retry loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from airflow.providers.common.compat.connection import get_async_connection
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
+
+MISSING_KEY_HELP = (
+    "No OpenAI API key found for conn_id={conn_id!r}. Set the key as the password of that Airflow "
+    "connection, e.g. `airflow connections add {conn_id} --conn-type openai_flex --conn-password sk-...` "
+    "(add --conn-host http://host:port/v1 for an OpenAI-compatible server), or export the env var "
+    'AIRFLOW_CONN_{env_id}=\'{{"conn_type": "openai_flex", "password": "sk-..."}}\', or set OPENAI_API_KEY '
+    "in the environment of the workers and triggerers."
+)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What it takes to build a client. ``repr`` hides the key so it cannot leak into a log line."""
+
+    api_key: str
+    base_url: str | None = None
+    organization: str | None = None
+    project: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientSettings(base_url={self.base_url!r}, organization={self.organization!r}, project={self.project!r})"
+        )
+
+
+class FlexHook(BaseHook):
+    conn_name_attr = "conn_id"
+    default_conn_name = "openai_default"
+    conn_type = "openai_flex"
+    hook_name = "OpenAI (Flex)"
+
+    def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "login"],
+            "relabeling": {"password": "API key", "host": "Base URL"},
+            "placeholders": {"host": "https://api.openai.com/v1 (leave empty for OpenAI)", "password": "sk-..."},
+        }
+
+    # -- settings ----------------------------------------------------------------------------
+    def _settings_from(self, conn: Any | None) -> ClientSettings:
+        extras = (conn.extra_dejson if conn is not None else {}) or {}
+        api_key = (conn.password if conn is not None else None) or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            env_id = self.conn_id.upper()
+            raise AirflowException(MISSING_KEY_HELP.format(conn_id=self.conn_id, env_id=env_id))
+        host = (conn.host if conn is not None else None) or None
+        if host and conn is not None and conn.port and f":{conn.port}" not in host:
+            host = f"{host}:{conn.port}"
+        if host and "://" not in host:
+            host = f"https://{host}"
+        return ClientSettings(
+            api_key=api_key,
+            base_url=host or os.environ.get("OPENAI_BASE_URL") or None,
+            organization=extras.get("organization") or os.environ.get("OPENAI_ORG_ID") or None,
+            project=extras.get("project") or os.environ.get("OPENAI_PROJECT_ID") or None,
+        )
+
+    def get_settings(self) -> ClientSettings:
+        try:
+            conn = self.get_connection(self.conn_id)
+        except AirflowNotFoundException:
+            conn = None
+        return self._settings_from(conn)
+
+    async def aget_settings(self) -> ClientSettings:
+        try:
+            conn = await get_async_connection(self.conn_id, self)
+        except AirflowNotFoundException:
+            conn = None
+        return self._settings_from(conn)
+
+    # -- clients -----------------------------------------------------------------------------
+    @staticmethod
+    def quiet_http_logs() -> None:
+        """httpx logs every request at INFO: thousands of lines per task in the trigger log. Raise it
+        to WARNING unless someone configured that logger on purpose."""
+        for name in ("httpx2", "httpx"):
+            logger = logging.getLogger(name)
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.WARNING)
+
+    @staticmethod
+    def build_client(settings: ClientSettings, *, max_connections: int = 100, timeout: float = 900.0) -> AsyncOpenAI:
+        """An AsyncOpenAI client sized for ``max_connections`` requests in flight, without SDK retries."""
+        FlexHook.quiet_http_logs()
+        return AsyncOpenAI(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            organization=settings.organization,
+            project=settings.project,
+            max_retries=0,
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+            http_client=DefaultAsyncHttpx2Client(
+                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            ),
+        )
+
+    def get_conn(self) -> AsyncOpenAI:
+        return self.build_client(self.get_settings())
+
+    async def aget_conn(self, *, max_connections: int = 100, timeout: float = 900.0) -> AsyncOpenAI:
+        return self.build_client(await self.aget_settings(), max_connections=max_connections, timeout=timeout)
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            import asyncio
+
+            async def probe() -> int:
+                async with self.get_conn() as client:
+                    page = await client.models.list()
+                    return len(page.data)
+
+            count = asyncio.run(probe())
+            return True, f"Connection works: {count} model(s) visible"
+        except Exception as exc:
+            from flex_provider.engine.errors import redact
+
+            return False, redact(str(exc))

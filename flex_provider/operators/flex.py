@@ -1,0 +1,331 @@
+"""FlexLLMOperator: many prompts through OpenAI Flex processing from one Airflow task.
+
+The operator validates everything it can in the worker (input, options, credentials), stages large
+inputs to storage, then defers: the requests run in the triggerer (:class:`FlexTrigger`) and the
+worker slot is free while flex is slow. With ``deferrable=False`` the same engine runs in the worker.
+When the trigger fires, the task resumes here, reads the manifest and returns the summary
+(``output_path`` set), the list of records (XCom mode) or the output (single ``input``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowException
+
+from flex_provider.engine.config import API_CHOICES, RequestSpec, RetryPolicy, RunOptions, to_dict
+from flex_provider.engine.errors import FlexInputError
+from flex_provider.engine.store import ResultStore
+from flex_provider.hooks.flex import FlexHook
+from flex_provider.triggers.flex import FlexTrigger
+from flex_provider.utils.job import INLINE_ITEMS_MAX_BYTES, STAGED_INPUT_NAME, FlexJob, execute_job, json_size
+from flex_provider.utils.storage import default_checkpoint_root, storage_path, task_checkpoint_uri, to_uri
+
+DEFAULT_XCOM_MAX_BYTES = 1024 * 1024
+_SCHEMA_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def schema_from_response_format(response_format: Any) -> tuple[dict[str, Any] | None, str]:
+    """A Pydantic model class or a JSON schema dict -> (strict JSON schema, schema name)."""
+    if response_format is None:
+        return None, "result"
+    try:
+        from pydantic import BaseModel
+    except ImportError:  # pragma: no cover - pydantic ships with Airflow
+        BaseModel = None  # type: ignore[assignment,misc]
+    if BaseModel is not None and isinstance(response_format, type) and issubclass(response_format, BaseModel):
+        from openai.lib._pydantic import to_strict_json_schema  # what responses.parse() itself uses
+
+        return to_strict_json_schema(response_format), _SCHEMA_NAME.sub("_", response_format.__name__)[:64]
+    if isinstance(response_format, dict):
+        if "schema" in response_format and isinstance(response_format["schema"], dict):  # OpenAI's wrapper shape
+            name = str(response_format.get("name") or "result")
+            return response_format["schema"], _SCHEMA_NAME.sub("_", name)[:64]
+        return response_format, str(response_format.get("title") or "result")[:64]
+    raise FlexInputError(
+        f"response_format: expected a Pydantic model class or a JSON schema dict, got {type(response_format).__name__}"
+    )
+
+
+def _check_max_failed(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise FlexInputError(f"max_failed: expected a count (int >= 0) or a share (float in [0, 1)), got {value!r}")
+    if isinstance(value, float) and value >= 1:
+        raise FlexInputError(f"max_failed: a float is a share of items and must be below 1.0, got {value!r}")
+
+
+def allowed_failures(max_failed: int | float, total: int) -> int:
+    return int(max_failed * total) if isinstance(max_failed, float) else int(max_failed)
+
+
+class FlexLLMOperator(BaseOperator):
+    """Send one prompt, a list of items or a JSON Lines file through OpenAI with ``service_tier="flex"``.
+
+    :param model: model id, e.g. ``gpt-5-mini`` (templated).
+    :param instructions: system/developer prompt shared by every request (templated).
+    :param input: one prompt; the task returns its output (templated).
+    :param items: list of strings or dicts, e.g. from XCom (templated).
+    :param input_path: JSON Lines file, local path or ObjectStoragePath URI (templated).
+    :param prompt_template: Jinja for dict items; ``item`` is the item, and ``ds``, ``run_id``,
+        ``params``... are available. Default: the item's ``text`` field.
+    :param api: ``"responses"`` or ``"chat"``.
+    :param response_format: Pydantic model or JSON schema: outputs are parsed, validated objects.
+    :param request_options: extra create() arguments (max_output_tokens, reasoning, temperature...).
+    :param service_tier: ``"flex"`` (default) or another tier.
+    :param timeout: per request, seconds (flex answers can take up to 15 minutes).
+    :param max_concurrency: requests in flight for this task (lowered automatically on rate limits).
+    :param on_unavailable: on 429 resource_unavailable: ``"retry"`` until the budget runs out,
+        ``"fallback"`` to ``fallback_tier`` after that, or ``"fail"`` the item at once.
+    :param retry: per-item retry budget, a :class:`RetryPolicy` or dict of its fields.
+    :param output_path: folder URI for ``*.jsonl`` part files and ``_manifest.json``; the task then
+        returns the summary. Without it, records go to XCom.
+    :param max_failed: failed items tolerated before the task fails: a count or a share (0.01 = 1%).
+    :param submit_mode: ``"inline"`` (wait on each request) or ``"background"`` (Responses API
+        ``background=True``; response ids are checkpointed and polled, surviving restarts).
+    :param checkpoint_root: where XCom-mode runs checkpoint (default ``$AIRFLOW_HOME/flex_checkpoints``
+        or ``FLEX_PROVIDER_CHECKPOINT_ROOT``).
+    :param prices: overrides of the price table, ``{model: {"input", "cached_input", "output"}}`` USD/1M.
+    :param deferrable: run the requests in the triggerer (default) or in the worker.
+    """
+
+    template_fields: Sequence[str] = (
+        "model",
+        "instructions",
+        "input",
+        "items",
+        "input_path",
+        "output_path",
+        "request_options",
+    )
+    template_fields_renderers = {"instructions": "md", "input": "md", "items": "json", "request_options": "json"}
+    ui_color = "#d9f2e6"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        instructions: str | None = None,
+        input: str | None = None,
+        items: Any = None,
+        input_path: Any = None,
+        prompt_template: str | None = None,
+        api: str = "responses",
+        response_format: Any = None,
+        request_options: dict[str, Any] | None = None,
+        service_tier: str = "flex",
+        timeout: float = 900.0,
+        max_concurrency: int = 32,
+        on_unavailable: str = "retry",
+        fallback_tier: str = "default",
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        output_path: Any = None,
+        max_failed: int | float = 0,
+        submit_mode: str = "inline",
+        checkpoint_root: str | None = None,
+        poll_interval: float = 5.0,
+        progress_interval: float = 10.0,
+        prices: dict[str, dict[str, float]] | None = None,
+        xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES,
+        conn_id: str = FlexHook.default_conn_name,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        given = [
+            name
+            for name, value in (("input", input), ("items", items), ("input_path", input_path))
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise FlexInputError(
+                "FlexLLMOperator needs exactly one of input (one prompt), items (a list) or input_path "
+                f"(a JSON Lines file); got {', '.join(given) if given else 'none'}"
+            )
+        if api not in API_CHOICES:
+            raise FlexInputError(f"api: expected one of {', '.join(map(repr, API_CHOICES))}, got {api!r}")
+        _check_max_failed(max_failed)
+        self.model = model
+        self.instructions = instructions
+        self.input = input
+        self.items = items
+        self.input_path = input_path
+        self.prompt_template = prompt_template
+        self.api = api
+        self.response_schema, self.schema_name = schema_from_response_format(response_format)
+        self.request_options = request_options or {}
+        self.service_tier = service_tier
+        self.timeout = timeout
+        self.output_path = output_path
+        self.max_failed = max_failed
+        self.checkpoint_root = checkpoint_root
+        self.xcom_max_bytes = xcom_max_bytes
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        # Everything that is not templated is checked now, at DAG parse time.
+        self.run_options = RunOptions(
+            max_concurrency=max_concurrency,
+            on_unavailable=on_unavailable,  # type: ignore[arg-type]
+            fallback_tier=fallback_tier,
+            retry=RetryPolicy.from_value(retry),
+            submit_mode=submit_mode,  # type: ignore[arg-type]
+            poll_interval_s=poll_interval,
+            progress_interval_s=progress_interval,
+            prices=prices,
+        )
+        if submit_mode == "background" and api != "responses":
+            raise FlexInputError(
+                "submit_mode: 'background' needs api='responses' (Chat Completions has no background mode)"
+            )
+
+    # -- building the job ----------------------------------------------------------------------
+    def _request_spec(self) -> RequestSpec:
+        return RequestSpec(
+            model=self.model,
+            instructions=self.instructions,
+            api=self.api,  # type: ignore[arg-type]
+            response_schema=self.response_schema,
+            schema_name=self.schema_name,
+            request_options=dict(self.request_options),
+            service_tier=self.service_tier,
+            timeout=self.timeout,
+        )
+
+    @staticmethod
+    def _template_context(context: Context) -> dict[str, Any]:
+        """The Airflow values a prompt_template may use beside ``item`` (JSON-safe copies)."""
+        keys = ("ds", "ds_nodash", "ts", "run_id")
+        out = {k: context.get(k) for k in keys if context.get(k) is not None}
+        ti = context.get("ti")
+        if ti is not None:
+            out.update(dag_id=ti.dag_id, task_id=ti.task_id)
+        if context.get("logical_date") is not None:
+            out["logical_date"] = str(context["logical_date"])
+        params = context.get("params")
+        if params:
+            out["params"] = json.loads(json.dumps(dict(params), default=str))
+        return out
+
+    def _work_uri(self, context: Context) -> str:
+        if self.output_path is not None:
+            return to_uri(self.output_path, "output_path")
+        ti = context["ti"]
+        root = to_uri(self.checkpoint_root, "checkpoint_root") if self.checkpoint_root else default_checkpoint_root()
+        return task_checkpoint_uri(root, ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
+
+    def build_job(self, context: Context) -> FlexJob:
+        """Validate the rendered input and options, stage big inputs; nothing here calls the API."""
+        work_uri = self._work_uri(context)
+        job = FlexJob(
+            conn_id=self.conn_id,
+            request=to_dict(self._request_spec()),
+            options=to_dict(self.run_options),
+            work_uri=work_uri,
+            output_uri=work_uri if self.output_path is not None else None,
+            prompt_template=self.prompt_template,
+            template_context=self._template_context(context),
+        )
+        if self.input is not None:
+            if not isinstance(self.input, str) or not self.input.strip():
+                raise FlexInputError(f"input: expected a non-empty string (one prompt), got {self.input!r:.80}")
+            job.items, job.input_label = [self.input], "input"
+        elif self.items is not None:
+            items = self.items
+            if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
+                raise FlexInputError(
+                    f"items: expected a list of strings or dicts, got {type(items).__name__}"
+                    + ("; for one prompt use input=" if isinstance(items, str) else "")
+                )
+            job.items = list(items)
+        else:
+            job.input_uri, job.input_label = to_uri(self.input_path, "input_path"), "input_path"
+            if not storage_path(job.input_uri).exists():
+                raise FlexInputError(f"input_path: {job.input_uri} does not exist")
+        job.total = job.validate_input()
+        if job.items is not None and json_size(job.items) > INLINE_ITEMS_MAX_BYTES:
+            staged = storage_path(work_uri) / STAGED_INPUT_NAME
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            with staged.open("w", encoding="utf-8") as handle:
+                for raw in job.items:
+                    handle.write(json.dumps(raw, ensure_ascii=False, default=str) + "\n")
+            job.items, job.input_uri = None, str(staged)
+            self.log.info("staged %d item(s) to %s so the trigger carries only a URI", job.total, staged)
+        return job
+
+    # -- running -------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        settings = FlexHook(conn_id=self.conn_id).get_settings()  # no key anywhere: fail now, not deferred
+        job = self.build_job(context)
+        self.log.info(
+            "flex task: %d item(s), model=%s, tier=%s, api=%s, concurrency=%d, results at %s",
+            job.total,
+            self.model,
+            self.service_tier,
+            self.api,
+            self.run_options.max_concurrency,
+            job.work_uri,
+        )
+        if self.deferrable:
+            self.defer(trigger=FlexTrigger(job.to_dict()), method_name="execute_complete")
+
+        async def client_factory() -> tuple[Any, tuple[str, ...]]:
+            client = FlexHook.build_client(
+                settings, max_connections=self.run_options.max_concurrency + 16, timeout=self.timeout
+            )
+            return client, (settings.api_key,)
+
+        event = asyncio.run(execute_job(job, client_factory, self.log))
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        work_uri = event.get("work_uri")
+        if event.get("status") != "success":
+            raise AirflowException(
+                f"flex run failed ({event.get('kind', 'error')}): {event.get('message')}. "
+                f"Finished results are kept at {work_uri}; retrying the task resumes from there "
+                "without paying again for them."
+            )
+        store = ResultStore(storage_path(work_uri))
+        summary = store.read_manifest() or {}
+        summary.pop("parts", None)
+        self.log.info(
+            "flex summary: total=%s succeeded=%s failed=%s requests=%s unavailable(429)=%s fallbacks=%s "
+            "usage=%s cost_usd=%s duration_s=%s results=%s",
+            summary.get("total"),
+            summary.get("succeeded"),
+            summary.get("failed"),
+            summary.get("requests"),
+            summary.get("unavailable"),
+            summary.get("fallbacks"),
+            summary.get("usage"),
+            summary.get("cost_usd"),
+            summary.get("duration_s"),
+            work_uri,
+        )
+        total, failed = int(summary.get("total", 0)), int(summary.get("failed", 0))
+        if self.input is not None:
+            record = next(store.iter_records(), None)
+            if record is None or record.get("status") != "succeeded":
+                error = (record or {}).get("error") or {}
+                raise AirflowException(f"flex request failed: {error.get('type')}: {error.get('message')}")
+            return record["output"]
+        if failed > allowed_failures(self.max_failed, total):
+            raise AirflowException(
+                f"{failed} of {total} item(s) failed, more than max_failed={self.max_failed}. "
+                f"First failed ids: {summary.get('failed_ids')}. All results, failures included, are at {work_uri}."
+            )
+        if self.output_path is not None:
+            return summary
+        records = list(store.iter_records())
+        size = json_size(records)
+        if size > self.xcom_max_bytes:
+            raise AirflowException(
+                f"results are {size} bytes, over the XCom limit of {self.xcom_max_bytes} bytes (xcom_max_bytes): "
+                f"set output_path='file:///...' or 's3://...' to write them to object storage instead. "
+                f"Nothing is lost: the {total} record(s) are kept at {work_uri}."
+            )
+        return records

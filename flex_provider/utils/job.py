@@ -1,0 +1,129 @@
+"""A flex job: everything the trigger needs to (re)run a task's requests, as plain JSON.
+
+The operator builds a :class:`FlexJob` (validating input and staging large item lists to storage
+first); the trigger carries it through ``serialize()``; :func:`execute_job` runs it with the engine
+in the triggerer, or in the worker when ``deferrable=False``. No secret is ever part of a job: only
+the ``conn_id``; the key is read from the connection where the job runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flex_provider.engine.config import request_spec_from_dict, run_options_from_dict
+from flex_provider.engine.errors import FlexInputError, FlexRunAborted, redact
+from flex_provider.engine.items import PromptBuilder, WorkItem, iter_jsonl, iter_list
+from flex_provider.engine.runner import FlexEngine
+from flex_provider.engine.store import ResultStore
+from flex_provider.utils.storage import storage_path
+
+INLINE_ITEMS_MAX_BYTES = 32 * 1024  # larger item lists are staged to storage before deferring
+STAGED_INPUT_NAME = "_input/items.jsonl"
+
+
+@dataclass
+class FlexJob:
+    conn_id: str
+    request: dict[str, Any]  # RequestSpec as a dict
+    options: dict[str, Any]  # RunOptions as a dict
+    work_uri: str  # where results and checkpoints live (output_path, or the task's checkpoint folder)
+    output_uri: str | None = None  # set when the user asked for output_path
+    items: list[Any] | None = None  # small inline item lists
+    input_uri: str | None = None  # JSON Lines (the user's input_path, or staged items)
+    input_label: str = "items"  # how errors name the input ("items", "input_path")
+    prompt_template: str | None = None
+    template_context: dict[str, Any] = field(default_factory=dict)  # ds, params... for prompt_template
+    total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlexJob:
+        return cls(**data)
+
+    def store(self, session: str | None = None) -> ResultStore:
+        return ResultStore(storage_path(self.work_uri), session=session)
+
+    def iter_items(self) -> Iterator[WorkItem]:
+        """Items as the engine wants them. Blocking (storage reads): the engine pulls in a thread."""
+        builder = PromptBuilder(self.prompt_template, self.template_context)
+        if self.items is not None:
+            for where, raw in iter_list(self.items, self.input_label):
+                yield builder.build(raw, where)
+            return
+        if self.input_uri is None:
+            return
+        with storage_path(self.input_uri).open("r", encoding="utf-8") as handle:
+            for where, raw in iter_jsonl(handle, self.input_label):
+                yield builder.build(raw, where)
+
+    def validate_input(self) -> int:
+        """Read every item once before deferring: bad JSON, bad item types and template errors fail
+        the task now, with the line or index, not hours later in the triggerer. Returns the count."""
+        seen = 0
+        for _ in self.iter_items():
+            seen += 1
+        return seen
+
+
+ClientFactory = Callable[[], Awaitable[tuple[Any, tuple[str, ...]]]]
+
+
+async def execute_job(
+    job: FlexJob,
+    client_factory: ClientFactory,
+    logger: logging.Logger | logging.LoggerAdapter,
+    on_engine: Callable[[FlexEngine | None], None] | None = None,
+) -> dict[str, Any]:
+    """Run a job to the end and return a small, JSON-native event payload (never results or secrets).
+
+    ``client_factory`` returns the client and the secrets to redact from messages."""
+    request = request_spec_from_dict(job.request)
+    options = run_options_from_dict(job.options)
+    secrets: tuple[str, ...] = ()
+    try:
+        client, secrets = await client_factory()
+        async with client:
+            engine = FlexEngine(
+                client,
+                request,
+                options,
+                job.store(),
+                secrets=secrets,
+                logger=logger,
+                output_uri=job.output_uri,
+            )
+            if on_engine:
+                on_engine(engine)
+            summary = await engine.run(job.iter_items(), total=job.total)
+    except FlexRunAborted as exc:
+        return {"status": "error", "kind": "aborted", "message": redact(str(exc), secrets), "work_uri": job.work_uri}
+    except FlexInputError as exc:
+        return {"status": "error", "kind": "input", "message": redact(str(exc), secrets), "work_uri": job.work_uri}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.exception("flex run failed")
+        message = f"{type(exc).__name__}: {redact(str(exc), secrets)}"
+        return {"status": "error", "kind": "internal", "message": message, "work_uri": job.work_uri}
+    finally:
+        if on_engine:
+            on_engine(None)
+    return {
+        "status": "success",
+        "work_uri": job.work_uri,
+        "output_path": job.output_uri,
+        "total": summary["total"],
+        "succeeded": summary["succeeded"],
+        "failed": summary["failed"],
+    }
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8"))
