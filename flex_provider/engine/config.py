@@ -117,6 +117,7 @@ class RunOptions:
     prices: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "retry", RetryPolicy.from_value(self.retry))  # accept a plain dict
         if (
             isinstance(self.max_concurrency, bool)
             or not isinstance(self.max_concurrency, int)

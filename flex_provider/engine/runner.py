@@ -26,7 +26,7 @@ from flex_provider.engine.background import BackgroundPoller, ResponseGone
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
 from flex_provider.engine.config import RequestSpec, RunOptions
-from flex_provider.engine.errors import FlexRunAborted, Verdict, classify, error_info, redact
+from flex_provider.engine.errors import FlexRunAborted, OutputValidationError, Verdict, classify, error_info, redact
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.pricing import CostTally, PriceTable
 from flex_provider.engine.progress import RunCounters
@@ -196,7 +196,9 @@ class FlexEngine:
                 reply = await self._on_tier(item, self.options.fallback_tier, attempts)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except (openai.OpenAIError, OutputValidationError, BackgroundFailed, TimeoutError) as exc:
+            # Only answers (or silences) of the API make an item fail; a bug of ours must stop the
+            # run loudly instead of marking thousands of items failed.
             verdict = classify(exc) if not isinstance(exc, BackgroundFailed) else None
             if verdict is Verdict.FATAL:
                 info = error_info(exc, self.secrets)

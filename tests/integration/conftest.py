@@ -1,0 +1,27 @@
+"""An emulator per module, driven through the real AsyncOpenAI client over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from flex_provider.emulator import EmulatorConfig, EmulatorServer, serve_in_thread
+from flex_provider.engine import RetryPolicy
+
+API_KEY = "sk-test-integration-7f3a9c2e1b"
+BASE_CONFIG = EmulatorConfig(api_key=API_KEY, latency_s=0.02, latency_jitter=0.5, standard_latency_s=0.005)
+FAST_RETRY = RetryPolicy(max_attempts=30, max_elapsed_s=60, initial_wait_s=0.01, max_wait_s=0.05, jitter_s=0.01)
+
+
+@pytest.fixture(scope="module")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with serve_in_thread(BASE_CONFIG) as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emulator_server: EmulatorServer) -> EmulatorServer:
+    emulator_server.update(**BASE_CONFIG.model_dump())
+    emulator_server.reset()
+    return emulator_server

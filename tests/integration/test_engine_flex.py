@@ -1,0 +1,189 @@
+"""The engine against the emulator over HTTP, through the real openai SDK: flex semantics end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from flex_provider.engine import FlexRunAborted, ResultStore
+from flex_provider.operators.flex import schema_from_response_format
+from tests.integration.conftest import API_KEY, FAST_RETRY
+from tests.integration.helpers import input_key, make_engine, make_items, records
+
+pytestmark = pytest.mark.integration
+
+
+async def test_30_percent_unavailable_every_item_succeeds_exactly_once(emu, tmp_path: Path) -> None:
+    emu.update(unavailable_rate=0.3, retry_after_s=0.01, seed=7)
+    items = make_items(120)
+    engine = make_engine(emu, tmp_path, API_KEY, retry=FAST_RETRY, max_concurrency=16)
+    summary = await engine.run(items, total=len(items))
+
+    assert summary["total"] == summary["succeeded"] == 120
+    assert summary["unavailable"] > 10  # the 429s really happened...
+    assert summary["requests"] == 120 + summary["unavailable"]  # ...and each was retried, nothing else
+    out = records(tmp_path)
+    assert sorted(r["id"] for r in out) == sorted(i.id for i in items)  # exactly once in the output
+    assert all(r["service_tier"] == "flex" and r["status"] == "succeeded" for r in out)
+    assert max(r["attempts"] for r in out) > 1
+    stats = emu.stats()["inputs"]
+    assert all(stats[input_key(i.prompt)]["succeeded"] == 1 for i in items)  # answered exactly once
+    assert summary["cost_usd"]["saved"] == pytest.approx(summary["cost_usd"]["actual"], rel=1e-6)
+
+
+async def test_fallback_sends_item_with_standard_tier_and_records_it(emu, tmp_path: Path) -> None:
+    emu.update(unavailable_rate=1.0)
+    engine = make_engine(
+        emu, tmp_path, API_KEY, on_unavailable="fallback",
+        retry={"max_attempts": 3, "initial_wait_s": 0.0, "max_wait_s": 0.01, "jitter_s": 0.0},
+    )
+    summary = await engine.run(make_items(10), total=10)
+
+    assert summary["succeeded"] == 10 and summary["fallbacks"] == 10
+    out = records(tmp_path)
+    assert {r["service_tier"] for r in out} == {"default"}
+    assert all(r["fallback"] and r["requested_tier"] == "default" and r["attempts"] == 4 for r in out)
+    by_tier = emu.stats()["by_tier_status"]
+    assert by_tier["flex:429"] == 30 and by_tier["default:200"] == 10
+    # Fallen-back items are paid at the standard price: nothing saved on them.
+    assert summary["cost_usd"]["saved"] == 0
+
+
+async def test_fail_mode_gives_up_on_first_unavailable(emu, tmp_path: Path) -> None:
+    emu.update(unavailable_rate=1.0)
+    engine = make_engine(emu, tmp_path, API_KEY, on_unavailable="fail", retry=FAST_RETRY)
+    summary = await engine.run(make_items(5), total=5)
+    assert summary["failed"] == 5 and summary["requests"] == 5
+    out = records(tmp_path)
+    assert {r["error"]["code"] for r in out} == {"resource_unavailable"}
+    assert all(r["error"]["retryable"] for r in out)
+
+
+async def test_retry_budget_exhausted_item_fails_and_is_retried_by_next_run(emu, tmp_path: Path) -> None:
+    emu.update(unavailable_rate=1.0)
+    policy = {"max_attempts": 2, "initial_wait_s": 0.0, "max_wait_s": 0.0, "jitter_s": 0.0}
+    summary = await make_engine(emu, tmp_path, API_KEY, retry=policy).run(make_items(4), total=4)
+    assert summary["failed"] == 4 and summary["requests"] == 8
+
+    emu.update(unavailable_rate=0.0)
+    summary = await make_engine(emu, tmp_path, API_KEY, retry=policy).run(make_items(4), total=4)
+    assert summary["succeeded"] == 4 and summary["failed"] == 0 and summary["this_run"]["requests"] == 4
+    assert len(records(tmp_path)) == 4  # compacted: the old failures are gone
+
+
+async def test_unknown_model_fails_items_without_retry_and_keeps_server_message(emu, tmp_path: Path) -> None:
+    engine = make_engine(emu, tmp_path, API_KEY, spec={"model": "gpt-nonexistent"}, retry=FAST_RETRY)
+    summary = await engine.run(make_items(6), total=6)
+    assert summary["failed"] == 6 and summary["requests"] == 6  # no retry on 404
+    error = records(tmp_path)[0]["error"]
+    assert error["status_code"] == 404 and error["code"] == "model_not_found"
+    assert "gpt-nonexistent" in error["message"] and not error["retryable"]
+
+
+async def test_wrong_key_stops_the_whole_run_at_once(emu, tmp_path: Path) -> None:
+    engine = make_engine(emu, tmp_path, "sk-wrong-key-0000000000000", retry=FAST_RETRY, max_concurrency=4)
+    with pytest.raises(FlexRunAborted) as caught:
+        await engine.run(make_items(200), total=200)
+    assert "401" in str(caught.value) and "sk-wrong-key" not in str(caught.value)
+    assert emu.stats()["requests"] <= 8  # not 200 doomed requests
+
+
+async def test_insufficient_quota_aborts_but_keeps_finished_results(emu, tmp_path: Path) -> None:
+    engine = make_engine(emu, tmp_path, API_KEY, retry=FAST_RETRY)
+    await engine.run(make_items(5), total=5)
+    emu.update(insufficient_quota=True)
+    with pytest.raises(FlexRunAborted, match="insufficient_quota"):
+        await make_engine(emu, tmp_path, API_KEY, retry=FAST_RETRY).run(make_items(50), total=50)
+    assert len(records(tmp_path)) == 5
+
+
+async def test_server_errors_and_rate_limits_are_retried(emu, tmp_path: Path) -> None:
+    emu.update(error_rate=0.3, seed=3)
+    summary = await make_engine(emu, tmp_path, API_KEY, retry=FAST_RETRY).run(make_items(40), total=40)
+    assert summary["succeeded"] == 40 and summary["transient_errors"] > 0
+
+    emu.reset()
+    emu.update(error_rate=0.0, rate_limit_rpm=30)
+    engine = make_engine(emu, tmp_path / "rl", API_KEY, retry=FAST_RETRY, max_concurrency=16)
+    engine.options.retry.__class__  # noqa: B018 - policy used as is
+    summary = await engine.run(make_items(36, "rl"), total=36)
+    assert summary["succeeded"] == 36 and summary["rate_limited"] > 0
+    assert engine.limiter.limit < 16  # concurrency was lowered on rate limiting
+
+
+async def test_hanging_request_times_out_and_is_retried(emu, tmp_path: Path) -> None:
+    emu.update(hang_rate=0.5, hang_s=30, seed=11)
+    engine = make_engine(emu, tmp_path, API_KEY, spec={"timeout": 0.5}, retry=FAST_RETRY)
+    summary = await engine.run(make_items(6), total=6)
+    assert summary["succeeded"] == 6 and summary["transient_errors"] > 0
+
+
+class Ticket(BaseModel):
+    category: str
+    sentiment: str
+    urgency: int
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+async def test_structured_output_is_parsed_and_validated(emu, tmp_path: Path, api: str) -> None:
+    schema, name = schema_from_response_format(Ticket)
+    engine = make_engine(emu, tmp_path, API_KEY, spec={"api": api, "response_schema": schema, "schema_name": name})
+    summary = await engine.run(make_items(5), total=5)
+    assert summary["succeeded"] == 5
+    for record in records(tmp_path):
+        Ticket.model_validate(record["output"])
+        assert record["usage"]["input"] > 0 and record["usage"]["output"] > 0
+
+
+async def test_cancelled_run_resumes_without_resending_finished_items(emu, tmp_path: Path) -> None:
+    emu.update(latency_s=0.05)
+    items = make_items(80)
+    engine = make_engine(emu, tmp_path, API_KEY, max_concurrency=4, flush_every=5)
+    task = asyncio.create_task(engine.run(items, total=80))
+    while engine.counters.succeeded < 20:
+        await asyncio.sleep(0.02)
+    task.cancel()  # what a triggerer restart does to run()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    saved = {r["id"] for r in records(tmp_path)}
+    assert len(saved) >= 20  # the cancellation flushed what had finished
+
+    summary = await make_engine(emu, tmp_path, API_KEY, max_concurrency=4).run(items, total=80)
+    assert summary["succeeded"] == 80 and summary["this_run"]["resumed"] == len(saved)
+    stats = emu.stats()["inputs"]
+    resent = {i.id for i in items if stats[input_key(i.prompt)]["succeeded"] > 1}
+    assert not resent & saved  # no item with a saved result was paid for twice...
+    assert len(resent) <= 4  # ...only those in flight at the cancellation (max_concurrency=4)
+    assert len(records(tmp_path)) == 80
+
+
+async def test_background_mode_polls_and_reattaches_after_restart(emu, tmp_path: Path) -> None:
+    emu.update(latency_s=0.3)
+    items = make_items(12)
+    engine = make_engine(emu, tmp_path, API_KEY, submit_mode="background", poll_interval_s=0.1, max_concurrency=12)
+    task = asyncio.create_task(engine.run(items, total=12))
+    while engine.counters.background_created < 12:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    task.cancel()  # crash while every response is still queued/in progress on the server
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(ResultStore(tmp_path).load().pending) == 12
+
+    engine = make_engine(emu, tmp_path, API_KEY, submit_mode="background", poll_interval_s=0.1, max_concurrency=12)
+    summary = await engine.run(items, total=12)
+    assert summary["succeeded"] == 12
+    assert summary["this_run"]["background_reattached"] == 12
+    assert emu.stats()["background"]["created"] == 12  # zero re-sent
+    assert not (tmp_path / "_pending").exists() or not list((tmp_path / "_pending").iterdir())
+
+
+async def test_background_expired_response_is_created_again(emu, tmp_path: Path) -> None:
+    emu.update(latency_s=0.05, background_expiry_s=0.01)
+    engine = make_engine(emu, tmp_path, API_KEY, submit_mode="background", poll_interval_s=0.2, retry=FAST_RETRY)
+    summary = await engine.run(make_items(3), total=3)
+    assert summary["succeeded"] + summary["failed"] == 3
+    assert emu.stats()["background"]["created"] >= 3
