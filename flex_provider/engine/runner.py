@@ -12,10 +12,11 @@ files every ``flush_every`` records or ``flush_interval_s`` seconds; the manifes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,17 @@ class BackgroundFailed(RuntimeError):
         super().__init__(f"background response {status}: {message}")
         self.status = status
         self.retryable = retryable
+
+
+async def _finish_even_if_cancelled(write: Awaitable[None]) -> None:
+    """Storage writes run in threads, which cancellation cannot stop. Wait for the write to end
+    before letting a cancellation through, so no later write (or the manifest) overtakes it."""
+    future = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await future
+        raise
 
 
 def _now() -> str:
@@ -83,6 +95,7 @@ class FlexEngine:
         self._pending_lock = asyncio.Lock()
         self._known_pending: dict[str, dict[str, Any]] = {}
         self._dirty_progress = False
+        self._finished = asyncio.Event()
 
     # -- public ----------------------------------------------------------------------------
     async def run(self, items: Iterable[WorkItem], total: int | None = None) -> dict[str, Any]:
@@ -131,7 +144,8 @@ class FlexEngine:
                 for _ in workers:
                     await queue.put(None)
                 await asyncio.gather(*workers)
-                ticker.cancel()
+                self._finished.set()
+                await ticker
         except BaseExceptionGroup as group_error:
             # Surface one clear error, the run-wide abort first, instead of an exception group.
             errors = group_error.exceptions
@@ -167,9 +181,12 @@ class FlexEngine:
                 await self._flush()
 
     async def _tick(self, total: int | None) -> None:
+        """Flush on a timer and report progress, until the workers are done."""
         next_report = time.monotonic() + self.options.progress_interval_s
-        while True:
-            await asyncio.sleep(min(self.options.flush_interval_s, self.options.progress_interval_s))
+        period = min(self.options.flush_interval_s, self.options.progress_interval_s)
+        while not self._finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), period)
             await self._flush()
             if time.monotonic() >= next_report:
                 self.log.info(self.counters.line(total))
@@ -316,7 +333,7 @@ class FlexEngine:
             if entry not in self._pending_buffer:
                 return  # written by the batch just before ours
             batch, self._pending_buffer = self._pending_buffer, []
-            await asyncio.to_thread(self.store.write_pending, batch)
+            await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, batch))
 
     def outstanding_response_ids(self) -> list[str]:
         """Background responses created but not finished (for on_kill)."""
@@ -382,9 +399,12 @@ class FlexEngine:
             batch, self._buffer = self._buffer, []
             counters = self.counters.persisted()
             self._dirty_progress = False
-            if batch:
-                await asyncio.to_thread(self.store.write_part, batch)
-            await asyncio.to_thread(self.store.write_progress, counters)
+            await _finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, counters))
+
+    def _write_checkpoint(self, batch: list[dict[str, Any]], counters: dict[str, Any]) -> None:
+        if batch:
+            self.store.write_part(batch)
+        self.store.write_progress(counters)
 
     # -- the end -------------------------------------------------------------------------------
     def _finalize(self, started: float) -> dict[str, Any]:

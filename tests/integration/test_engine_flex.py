@@ -187,3 +187,23 @@ async def test_background_expired_response_is_created_again(emu, tmp_path: Path)
     summary = await engine.run(make_items(3), total=3)
     assert summary["succeeded"] + summary["failed"] == 3
     assert emu.stats()["background"]["created"] >= 3
+
+
+class SlowStore(ResultStore):
+    """Storage whose writes take a while, like an object store under load."""
+
+    def write_part(self, records: list[dict]) -> str:
+        import time
+
+        time.sleep(0.3)
+        return super().write_part(records)
+
+
+async def test_slow_checkpoint_write_is_not_overtaken_by_the_manifest(emu, tmp_path: Path) -> None:
+    # Regression: the timer flush was cancelled mid-write at the end of a run; its thread kept
+    # writing while finalize() listed the parts, so the summary said total=0 for 3 finished items.
+    engine = make_engine(emu, tmp_path, API_KEY, flush_interval_s=0.05)
+    engine.store = SlowStore(tmp_path)
+    summary = await engine.run(make_items(3), total=3)
+    assert summary["total"] == summary["succeeded"] == 3
+    assert len(records(tmp_path)) == 3
