@@ -82,7 +82,9 @@ class CallBuilder:
     def read_chat(self, completion: Any) -> Reply:
         message = completion.choices[0].message
         if getattr(message, "refusal", None):
-            raise OutputValidationError(f"model refused: {message.refusal}")
+            refused = OutputValidationError(f"model refused: {message.refusal}")
+            refused.usage, refused.service_tier = Usage.from_api(completion.usage), completion.service_tier
+            raise refused  # a refusal is billed too
         return self._reply(message.content or "", completion.service_tier, completion.usage, completion.id)
 
     def _reply(self, text: str, tier: str | None, api_usage: Any, response_id: str | None) -> Reply:

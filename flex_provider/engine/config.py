@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+import jsonschema
+
 from flex_provider.engine.errors import FlexInputError
 
 API_CHOICES = ("responses", "chat")
@@ -29,6 +31,25 @@ def _positive(name: str, value: Any, *, allow_zero: bool = False, allow_none: bo
         raise FlexInputError(f"{name}: expected a number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise FlexInputError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+_PRICE_KEYS = {"input", "cached_input", "output"}
+
+
+def _check_prices(prices: Any) -> None:
+    if prices is None:
+        return
+    if not isinstance(prices, dict):
+        raise FlexInputError(f"prices: expected a dict of model -> price dict, got {type(prices).__name__}")
+    for model, price in prices.items():
+        if hasattr(price, "cached_input"):  # a pricing.Price
+            continue
+        if not isinstance(price, dict) or set(price) != _PRICE_KEYS:
+            raise FlexInputError(
+                f"prices[{model!r}]: expected a dict with keys {sorted(_PRICE_KEYS)} (USD per 1M tokens), got {price!r}"
+            )
+        for key, value in price.items():
+            _positive(f"prices[{model!r}].{key}", value, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -97,8 +118,13 @@ class RequestSpec:
             raise FlexInputError(
                 f"request_options: {sorted(clash)} are set by the operator's own parameters; use those instead"
             )
-        if self.response_schema is not None and not isinstance(self.response_schema, dict):
-            raise FlexInputError("response_format: expected a Pydantic model class or a JSON schema dict")
+        if self.response_schema is not None:
+            if not isinstance(self.response_schema, dict):
+                raise FlexInputError("response_format: expected a Pydantic model class or a JSON schema dict")
+            try:
+                jsonschema.Draft202012Validator.check_schema(self.response_schema)
+            except jsonschema.SchemaError as exc:
+                raise FlexInputError(f"response_format: not a valid JSON schema: {exc.message}") from exc
 
 
 @dataclass(frozen=True)
@@ -124,6 +150,7 @@ class RunOptions:
             or self.max_concurrency < 1
         ):
             raise FlexInputError(f"max_concurrency: expected an integer >= 1, got {self.max_concurrency!r}")
+        _check_prices(self.prices)
         _choice("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_CHOICES)
         _choice("fallback_tier", self.fallback_tier, SERVICE_TIERS)
         _choice("submit_mode", self.submit_mode, SUBMIT_MODES)

@@ -92,13 +92,14 @@ class PromptBuilder:
             raise FlexInputError(f"{where}: prompt_template failed: {exc}") from exc
 
 
-def parse_jsonl_line(line: str, lineno: int, source: str = "input_path") -> Any | None:
-    """One JSON Lines record, or None for a blank line. Errors name the line number."""
-    stripped = line.strip()
-    if not stripped:
+def parse_jsonl_line(line: str, lineno: int, source: str = "input_path") -> Any:
+    """One JSON Lines record, or None for a blank line (a ``null`` record is returned as None too;
+    ``iter_jsonl`` skips blank lines itself so that null is rejected as an item). Errors name the
+    line number."""
+    if not line.strip():
         return None
     try:
-        return json.loads(stripped)
+        return json.loads(line)
     except json.JSONDecodeError as exc:
         raise FlexInputError(f"{source} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
 
@@ -106,9 +107,8 @@ def parse_jsonl_line(line: str, lineno: int, source: str = "input_path") -> Any 
 def iter_jsonl(lines: Iterable[str], source: str = "input_path") -> Iterator[tuple[str, Any]]:
     """Yield ``(where, record)`` for each non-blank line; memory stays flat however long the file."""
     for lineno, line in enumerate(lines, start=1):
-        record = parse_jsonl_line(line, lineno, source)
-        if record is not None:
-            yield f"{source} line {lineno}", record
+        if line.strip():
+            yield f"{source} line {lineno}", parse_jsonl_line(line, lineno, source)
 
 
 def iter_list(items: Iterable[Any], source: str = "items") -> Iterator[tuple[str, Any]]:

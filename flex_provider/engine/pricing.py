@@ -7,6 +7,7 @@ million tokens, *standard* tier) to the operator to correct or extend this table
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,22 +41,24 @@ DEFAULT_PRICES: dict[str, Price] = {
 TIER_MULTIPLIER: dict[str, float] = {"flex": 0.5, "default": 1.0, "auto": 1.0, "scale": 1.0, "priority": 2.0}
 
 
+_SNAPSHOT = re.compile(r"(.+?)-(\d{4}-\d{2}-\d{2}|\d{4}|latest)")
+
+
 class PriceTable:
-    """Looks models up by exact name, then by the longest known prefix (dated snapshots such as
-    ``o3-2025-04-16`` are priced as ``o3``)."""
+    """Looks models up by exact name, then as a dated snapshot of a known model (``o3-2025-04-16``
+    is priced as ``o3``). Other variants (``o3-pro``) are unpriced rather than priced wrong."""
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self._prices = dict(DEFAULT_PRICES)
         for model, price in (overrides or {}).items():
             self._prices[model] = price if isinstance(price, Price) else Price(**price)
-        self._by_length = sorted(self._prices, key=len, reverse=True)
 
     def lookup(self, model: str) -> Price | None:
         if model in self._prices:
             return self._prices[model]
-        for name in self._by_length:
-            if model.startswith(name + "-"):
-                return self._prices[name]
+        match = _SNAPSHOT.fullmatch(model)  # o3-2025-04-16 is o3; o3-pro or o3-mini are not
+        if match:
+            return self._prices.get(match.group(1))
         return None
 
     def standard_cost(self, model: str, usage: Usage) -> float | None:

@@ -59,6 +59,8 @@ def server_wait_hint(exc: BaseException | None) -> float | None:
             return float(value)
         except ValueError:
             pass  # HTTP-date form: not used by OpenAI; fall through
+    if classify(exc) is not Verdict.RATE_LIMITED:
+        return None
     resets = [
         parse_duration(headers[h]) for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens") if h in headers
     ]

@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
+
+from flex_provider.engine.calls import CallBuilder, Reply
+from flex_provider.engine.config import RequestSpec
+from flex_provider.engine.errors import OutputValidationError, Verdict, classify
+from flex_provider.engine.usage import Usage
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["spam", "ham"]},
+        "score": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["label", "score", "tags"],
+    "additionalProperties": False,
+}
+
+
+def make_response(text: str, *, tier: str | None = "flex", rid: str = "resp_1") -> Response:
+    return Response.model_validate(
+        {
+            "id": rid,
+            "object": "response",
+            "created_at": 0,
+            "model": "o3",
+            "status": "completed",
+            "service_tier": tier,
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": False,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": 100,
+                "input_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 0},
+                "output_tokens": 20,
+                "output_tokens_details": {"reasoning_tokens": 8},
+                "total_tokens": 120,
+            },
+        }
+    )
+
+
+def make_completion(content: str | None, *, refusal: str | None = None, tier: str | None = "flex") -> ChatCompletion:
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl_1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "o3",
+            "service_tier": tier,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content, "refusal": refusal},
+                }
+            ],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
+        }
+    )
+
+
+class FakeClient:
+    """Records the keyword arguments of create() calls and answers with a canned object."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.responses = _Endpoint(self, "responses")
+        self.chat = type("Chat", (), {"completions": _Endpoint(self, "chat")})()
+
+
+class _Endpoint:
+    def __init__(self, client: FakeClient, name: str) -> None:
+        self.client, self.name = client, name
+
+    async def create(self, **kwargs: Any) -> Any:
+        self.client.calls.append((self.name, kwargs))
+        return self.client.answer
+
+
+# -- kwargs -------------------------------------------------------------------------------------
+
+
+def test_responses_kwargs_plain():
+    builder = CallBuilder(RequestSpec(model="o3", timeout=60))
+    assert builder.kwargs("Hello", "flex") == {"model": "o3", "input": "Hello", "service_tier": "flex", "timeout": 60}
+
+
+def test_responses_kwargs_with_instructions_options_and_background():
+    spec = RequestSpec(model="o3", instructions="Be brief.", request_options={"max_output_tokens": 50})
+    kw = CallBuilder(spec).kwargs("Hi", "default", background=True)
+    assert kw == {
+        "model": "o3",
+        "input": "Hi",
+        "service_tier": "default",
+        "instructions": "Be brief.",
+        "background": True,
+        "max_output_tokens": 50,
+        "timeout": 900.0,
+    }
+
+
+def test_responses_structured_output_uses_text_format_json_schema_strict():
+    spec = RequestSpec(
+        model="o3",
+        response_schema=SCHEMA,
+        schema_name="verdict",
+        request_options={"text": {"verbosity": "low"}},
+    )
+    kw = CallBuilder(spec).kwargs("Is this spam?", "flex")
+    assert kw["text"] == {
+        "verbosity": "low",  # the user's other text options are kept
+        "format": {"type": "json_schema", "name": "verdict", "schema": SCHEMA, "strict": True},
+    }
+    assert "response_format" not in kw
+    assert spec.request_options == {"text": {"verbosity": "low"}}  # spec not mutated
+
+
+def test_chat_kwargs_instructions_as_developer_message():
+    spec = RequestSpec(model="o3", api="chat", instructions="Answer in French.", timeout=12.5)
+    kw = CallBuilder(spec).kwargs("Hello", "flex")
+    assert kw == {
+        "model": "o3",
+        "messages": [
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": "Hello"},
+        ],
+        "service_tier": "flex",
+        "timeout": 12.5,
+    }
+
+
+def test_chat_kwargs_without_instructions_and_never_background():
+    kw = CallBuilder(RequestSpec(model="o3", api="chat")).kwargs("Hello", "flex", background=True)
+    assert kw["messages"] == [{"role": "user", "content": "Hello"}]
+    assert "background" not in kw
+    assert "input" not in kw
+
+
+def test_chat_structured_output_uses_response_format():
+    spec = RequestSpec(model="o3", api="chat", response_schema=SCHEMA, request_options={"temperature": 0})
+    kw = CallBuilder(spec).kwargs("x", "flex")
+    assert kw["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "result", "schema": SCHEMA, "strict": True},
+    }
+    assert kw["temperature"] == 0
+    assert "text" not in kw
+
+
+def test_kwargs_do_not_leak_between_calls():
+    builder = CallBuilder(RequestSpec(model="o3", api="chat", instructions="I"))
+    first = builder.kwargs("one", "flex")
+    first["messages"].append({"role": "user", "content": "extra"})
+    assert builder.kwargs("two", "default")["messages"] == [
+        {"role": "developer", "content": "I"},
+        {"role": "user", "content": "two"},
+    ]
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+def test_parse_without_schema_returns_text():
+    assert CallBuilder(RequestSpec(model="o3"))._parse("not json") == "not json"
+
+
+def test_parse_valid_json():
+    value = {"label": "spam", "score": 0.9, "tags": ["a"]}
+    assert CallBuilder(RequestSpec(model="o3", response_schema=SCHEMA))._parse(json.dumps(value)) == value
+
+
+def test_parse_invalid_json():
+    builder = CallBuilder(RequestSpec(model="o3", response_schema=SCHEMA))
+    with pytest.raises(OutputValidationError, match=r"^output is not valid JSON: Expecting value at column 1$"):
+        builder._parse("Sure! Here is your JSON")
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        ({"label": "spam", "score": "high", "tags": []}, r"at score: 'high' is not of type 'number'"),
+        ({"label": "eggs", "score": 1, "tags": []}, r"at label: 'eggs' is not one of \['spam', 'ham'\]"),
+        ({"label": "ham", "score": 1, "tags": ["ok", 3]}, r"at tags/1: 3 is not of type 'string'"),
+        ({"label": "ham", "score": 1}, r"at <root>: 'tags' is a required property"),
+    ],
+)
+def test_parse_schema_mismatch_names_the_path(value, pattern):
+    builder = CallBuilder(RequestSpec(model="o3", response_schema=SCHEMA))
+    with pytest.raises(OutputValidationError, match=r"^output does not match response_format " + pattern):
+        builder._parse(json.dumps(value))
+
+
+def test_read_response_success():
+    builder = CallBuilder(RequestSpec(model="o3", response_schema=SCHEMA))
+    reply = builder.read_response(make_response('{"label": "ham", "score": 0.1, "tags": []}', rid="resp_9"))
+    assert reply == Reply(
+        output={"label": "ham", "score": 0.1, "tags": []},
+        service_tier="flex",
+        usage=Usage(input=100, cached=40, output=20, reasoning=8),
+        response_id="resp_9",
+    )
+
+
+def test_invalid_output_error_carries_usage_and_tier():
+    builder = CallBuilder(RequestSpec(model="o3", response_schema=SCHEMA))
+    with pytest.raises(OutputValidationError) as info:
+        builder.read_response(make_response("{not json", tier="default"))
+    assert info.value.usage == Usage(input=100, cached=40, output=20, reasoning=8)
+    assert info.value.service_tier == "default"
+    assert classify(info.value) is Verdict.ITEM_FAILED
+
+
+def test_read_chat_success_and_empty_content():
+    builder = CallBuilder(RequestSpec(model="o3", api="chat"))
+    reply = builder.read_chat(make_completion("Bonjour"))
+    assert reply == Reply("Bonjour", "flex", Usage(input=30, output=6), "chatcmpl_1")
+    assert builder.read_chat(make_completion(None)).output == ""
+
+
+def test_read_chat_refusal_fails_the_item():
+    builder = CallBuilder(RequestSpec(model="o3", api="chat", response_schema=SCHEMA))
+    with pytest.raises(OutputValidationError, match=r"^model refused: I can't help with that\.$"):
+        builder.read_chat(make_completion(None, refusal="I can't help with that."))
+
+
+def test_read_chat_refusal_carries_usage_and_tier():
+    builder = CallBuilder(RequestSpec(model="o3", api="chat"))
+    with pytest.raises(OutputValidationError) as info:
+        builder.read_chat(make_completion(None, refusal="No.", tier="flex"))
+    assert info.value.usage == Usage(input=30, output=6)
+    assert info.value.service_tier == "flex"
+
+
+# -- send -------------------------------------------------------------------------------------
+
+
+async def test_send_responses():
+    client = FakeClient(make_response("plain answer"))
+    builder = CallBuilder(RequestSpec(model="o3", instructions="Be nice.", timeout=30))
+    reply = await builder.send(client, "Hi", "flex")
+    assert reply.output == "plain answer"
+    assert client.calls == [
+        (
+            "responses",
+            {"model": "o3", "input": "Hi", "service_tier": "flex", "instructions": "Be nice.", "timeout": 30},
+        )
+    ]
+
+
+async def test_send_chat():
+    client = FakeClient(make_completion('{"label": "spam", "score": 1, "tags": ["x"]}', tier="default"))
+    builder = CallBuilder(RequestSpec(model="o3", api="chat", response_schema=SCHEMA))
+    reply = await builder.send(client, "Hi", "flex")
+    assert reply.output == {"label": "spam", "score": 1, "tags": ["x"]}
+    assert reply.service_tier == "default"  # as served, not as asked
+    name, kwargs = client.calls[0]
+    assert name == "chat"
+    assert kwargs["service_tier"] == "flex"
+    assert kwargs["response_format"]["json_schema"]["strict"] is True

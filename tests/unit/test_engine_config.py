@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flex_provider.engine.config import (
+    RequestSpec,
+    RetryPolicy,
+    RunOptions,
+    request_spec_from_dict,
+    run_options_from_dict,
+    to_dict,
+)
+from flex_provider.engine.errors import FlexInputError
+
+# -- RequestSpec ------------------------------------------------------------------------------
+
+
+def test_request_spec_defaults():
+    spec = RequestSpec(model="gpt-5-mini")
+    assert spec.api == "responses"
+    assert spec.service_tier == "flex"
+    assert spec.timeout == 900.0
+    assert spec.request_options == {}
+    assert spec.schema_name == "result"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"model": ""}, r"^model: expected a non-empty model name, got ''"),
+        ({"model": "   "}, r"^model: "),
+        ({"model": None}, r"^model: "),
+        ({"model": "m", "instructions": 5}, r"^instructions: expected a string, got int"),
+        ({"model": "m", "api": "batch"}, r"^api: expected one of 'responses', 'chat', got 'batch'"),
+        ({"model": "m", "service_tier": "cheap"}, r"^service_tier: expected one of .*'flex'.*got 'cheap'"),
+        ({"model": "m", "timeout": 0}, r"^timeout: expected a positive number, got 0"),
+        ({"model": "m", "timeout": -5}, r"^timeout: expected a positive number, got -5"),
+        ({"model": "m", "timeout": "60"}, r"^timeout: expected a number, got '60'"),
+        ({"model": "m", "timeout": True}, r"^timeout: expected a number, got True"),
+        ({"model": "m", "request_options": []}, r"^request_options: expected a dict, got list"),
+        ({"model": "m", "response_schema": "not a schema"}, r"^response_format: "),
+    ],
+)
+def test_request_spec_errors_name_the_field(kwargs, pattern):
+    with pytest.raises(FlexInputError, match=pattern):
+        RequestSpec(**kwargs)
+
+
+def test_invalid_json_schema_rejected_up_front():
+    with pytest.raises(FlexInputError, match=r"^response_format: "):
+        RequestSpec(model="m", response_schema={"type": "objekt"})
+
+
+def test_request_options_clash_with_model():
+    with pytest.raises(FlexInputError, match=r"^request_options: \['model'\] are set by the operator"):
+        RequestSpec(model="m", request_options={"model": "other", "temperature": 0})
+
+
+def test_request_options_clash_lists_every_reserved_key():
+    with pytest.raises(FlexInputError) as info:
+        RequestSpec(model="m", request_options={"stream": True, "input": "x", "service_tier": "flex", "top_p": 1})
+    assert "['input', 'service_tier', 'stream']" in str(info.value)
+
+
+def test_request_options_allowed_keys():
+    spec = RequestSpec(model="m", request_options={"temperature": 0.2, "max_output_tokens": 100})
+    assert spec.request_options == {"temperature": 0.2, "max_output_tokens": 100}
+
+
+def test_request_spec_round_trip_through_json():
+    spec = RequestSpec(
+        model="o3",
+        instructions="Be brief.",
+        api="chat",
+        response_schema={"type": "object"},
+        schema_name="label",
+        request_options={"temperature": 0},
+        service_tier="default",
+        timeout=30,
+    )
+    assert request_spec_from_dict(json.loads(json.dumps(to_dict(spec)))) == spec
+
+
+# -- RetryPolicy ------------------------------------------------------------------------------
+
+
+def test_retry_policy_from_value():
+    assert RetryPolicy.from_value(None) == RetryPolicy()
+    policy = RetryPolicy(max_attempts=3)
+    assert RetryPolicy.from_value(policy) is policy
+    assert RetryPolicy.from_value({"max_attempts": 4, "jitter_s": 0}) == RetryPolicy(max_attempts=4, jitter_s=0)
+
+
+def test_retry_policy_unknown_key_names_it_and_the_known_ones():
+    with pytest.raises(FlexInputError) as info:
+        RetryPolicy.from_value({"max_tries": 3, "max_attempts": 2})
+    message = str(info.value)
+    assert message.startswith("retry: unknown option(s) ['max_tries']")
+    assert "'max_attempts'" in message
+    assert "'max_retry_after_s'" in message
+
+
+def test_retry_policy_from_value_rejects_other_types():
+    with pytest.raises(FlexInputError, match=r"^retry: expected a dict or RetryPolicy, got int"):
+        RetryPolicy.from_value(3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"max_attempts": 0}, r"^retry\.max_attempts: expected an integer >= 1, got 0"),
+        ({"max_attempts": 2.5}, r"^retry\.max_attempts: "),
+        ({"max_attempts": True}, r"^retry\.max_attempts: "),
+        ({"max_elapsed_s": 0}, r"^retry\.max_elapsed_s: expected a positive number"),
+        ({"initial_wait_s": -1}, r"^retry\.initial_wait_s: expected a non-negative number"),
+        ({"max_wait_s": "x"}, r"^retry\.max_wait_s: expected a number"),
+        ({"jitter_s": -0.1}, r"^retry\.jitter_s: "),
+        ({"max_retry_after_s": -1}, r"^retry\.max_retry_after_s: "),
+    ],
+)
+def test_retry_policy_errors_name_the_field(kwargs, pattern):
+    with pytest.raises(FlexInputError, match=pattern):
+        RetryPolicy(**kwargs)
+
+
+def test_retry_policy_zero_waits_allowed():
+    policy = RetryPolicy(initial_wait_s=0, max_wait_s=0, jitter_s=0, max_retry_after_s=0)
+    assert (policy.initial_wait_s, policy.max_wait_s, policy.jitter_s) == (0, 0, 0)
+
+
+# -- RunOptions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"max_concurrency": 0}, r"^max_concurrency: expected an integer >= 1, got 0"),
+        ({"max_concurrency": True}, r"^max_concurrency: expected an integer >= 1, got True"),
+        ({"max_concurrency": "8"}, r"^max_concurrency: "),
+        ({"max_concurrency": 4.0}, r"^max_concurrency: "),
+        ({"on_unavailable": "wait"}, r"^on_unavailable: expected one of 'retry', 'fallback', 'fail', got 'wait'"),
+        ({"fallback_tier": "standard"}, r"^fallback_tier: "),
+        ({"submit_mode": "batch"}, r"^submit_mode: expected one of 'inline', 'background'"),
+        ({"poll_interval_s": 0}, r"^poll_interval_s: "),
+        ({"flush_interval_s": -1}, r"^flush_interval_s: "),
+        ({"progress_interval_s": None}, r"^progress_interval_s: expected a number"),
+        ({"flush_every": 0}, r"^flush_every: expected an integer >= 1"),
+    ],
+)
+def test_run_options_errors_name_the_field(kwargs, pattern):
+    with pytest.raises(FlexInputError, match=pattern):
+        RunOptions(**kwargs)
+
+
+def test_run_options_round_trip_rebuilds_retry_policy():
+    options = RunOptions(
+        max_concurrency=7,
+        on_unavailable="fallback",
+        retry=RetryPolicy(max_attempts=3, jitter_s=0),
+        submit_mode="background",
+        prices={"my-model": {"input": 1.0, "cached_input": 0.5, "output": 2.0}},
+    )
+    data = json.loads(json.dumps(to_dict(options)))
+    assert data["retry"] == {
+        "max_attempts": 3,
+        "max_elapsed_s": 3600.0,
+        "initial_wait_s": 2.0,
+        "max_wait_s": 300.0,
+        "jitter_s": 0,
+        "max_retry_after_s": 900.0,
+    }
+    rebuilt = run_options_from_dict(data)
+    assert isinstance(rebuilt.retry, RetryPolicy)
+    assert rebuilt == options
+
+
+def test_run_options_from_dict_without_retry_uses_defaults():
+    assert run_options_from_dict({"max_concurrency": 2}).retry == RetryPolicy()
+
+
+def test_run_options_from_dict_validates_retry():
+    with pytest.raises(FlexInputError, match=r"^retry: unknown option"):
+        run_options_from_dict({"retry": {"attempts": 2}})
+
+
+def test_run_options_validates_prices():
+    with pytest.raises(FlexInputError, match=r"^prices"):
+        RunOptions(prices={"my-model": {"input": 1.0, "output": 2.0}})  # cached_input missing

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import pytest
+from openai.types import CompletionUsage
+from openai.types.responses import ResponseUsage
+
+from flex_provider.engine.pricing import DEFAULT_PRICES, CostTally, Price, PriceTable
+from flex_provider.engine.usage import Usage
+
+# -- Usage ----------------------------------------------------------------------------------
+
+
+def test_usage_from_responses_api_object():
+    usage = ResponseUsage.model_validate(
+        {
+            "input_tokens": 1200,
+            "input_tokens_details": {"cached_tokens": 1024, "cache_write_tokens": 0},
+            "output_tokens": 300,
+            "output_tokens_details": {"reasoning_tokens": 256},
+            "total_tokens": 1500,
+        }
+    )
+    assert Usage.from_api(usage) == Usage(input=1200, cached=1024, output=300, reasoning=256)
+
+
+def test_usage_from_chat_api_object():
+    usage = CompletionUsage.model_validate(
+        {
+            "prompt_tokens": 50,
+            "completion_tokens": 20,
+            "total_tokens": 70,
+            "prompt_tokens_details": {"cached_tokens": 10},
+            "completion_tokens_details": {"reasoning_tokens": 5},
+        }
+    )
+    assert Usage.from_api(usage) == Usage(input=50, cached=10, output=20, reasoning=5)
+
+
+def test_usage_from_chat_api_object_without_details():
+    usage = CompletionUsage(prompt_tokens=7, completion_tokens=3, total_tokens=10)
+    assert Usage.from_api(usage) == Usage(input=7, cached=0, output=3, reasoning=0)
+
+
+def test_usage_from_responses_with_zero_input_is_still_responses():
+    usage = ResponseUsage.model_construct(input_tokens=0, output_tokens=4, input_tokens_details=None)
+    assert Usage.from_api(usage) == Usage(input=0, cached=0, output=4, reasoning=0)
+
+
+def test_usage_from_none():
+    assert Usage.from_api(None) == Usage()
+
+
+def test_usage_add_and_dict_round_trip():
+    total = Usage(1, 2, 3, 4)
+    total.add(Usage(10, 20, 30, 40))
+    assert total.as_dict() == {"input": 11, "cached": 22, "output": 33, "reasoning": 44}
+    assert Usage.from_dict(total.as_dict()) == total
+    assert Usage.from_dict(None) == Usage()
+    assert Usage.from_dict({"input": "5", "output": None}) == Usage(input=5)
+
+
+# -- PriceTable -------------------------------------------------------------------------------
+
+
+def test_lookup_exact_and_dated_snapshot():
+    table = PriceTable()
+    assert table.lookup("o3") == Price(2.00, 0.50, 8.00)
+    assert table.lookup("o3-2025-04-16") == table.lookup("o3")
+    assert table.lookup("gpt-5-mini-2025-08-07") == DEFAULT_PRICES["gpt-5-mini"]
+
+
+def test_lookup_prefers_the_longest_prefix():
+    table = PriceTable()
+    assert table.lookup("gpt-4.1-mini-2025-04-14") == DEFAULT_PRICES["gpt-4.1-mini"]
+    assert table.lookup("gpt-4.1-2025-04-14") == DEFAULT_PRICES["gpt-4.1"]
+
+
+@pytest.mark.parametrize("model", ["o3x", "gpt-5.1", "gpt-4o", "llama-3", "", "O3"])
+def test_lookup_unknown_models(model):
+    assert PriceTable().lookup(model) is None
+
+
+@pytest.mark.parametrize("model", ["o3-pro", "o3-mini", "gpt-4.1-nano", "gpt-5-pro"])
+def test_lookup_does_not_price_other_model_families(model):
+    assert PriceTable().lookup(model) is None
+
+
+def test_overrides_add_and_replace():
+    table = PriceTable({"my-model": {"input": 1.0, "cached_input": 0.1, "output": 3.0}, "o3": Price(9, 9, 9)})
+    assert table.lookup("my-model") == Price(1.0, 0.1, 3.0)
+    assert table.lookup("my-model-2026-01-01") == Price(1.0, 0.1, 3.0)
+    assert table.lookup("o3-2025-04-16") == Price(9, 9, 9)
+    assert PriceTable().lookup("o3") == Price(2.00, 0.50, 8.00)  # defaults not mutated
+
+
+def test_standard_cost_prices_cached_tokens_at_cached_rate():
+    usage = Usage(input=1_000_000, cached=200_000, output=500_000)
+    # o3: 800k uncached x $2 + 200k cached x $0.50 + 500k out x $8
+    assert PriceTable().standard_cost("o3", usage) == pytest.approx(1.6 + 0.1 + 4.0)
+
+
+def test_standard_cost_never_negative_for_odd_usage():
+    assert PriceTable().standard_cost("o3", Usage(input=10, cached=20, output=0)) == pytest.approx(20 * 0.5 / 1e6)
+
+
+def test_standard_cost_unknown_model_is_none():
+    assert PriceTable().standard_cost("mystery", Usage(input=5, output=5)) is None
+
+
+# -- CostTally ----------------------------------------------------------------------------------
+
+
+def test_flex_costs_half_of_standard():
+    usage = Usage(input=2_000_000, cached=0, output=1_000_000)  # gpt-5: $2.50 + $10.00
+    flex, default = CostTally(), CostTally()
+    flex.add(PriceTable(), "gpt-5", "flex", usage)
+    default.add(PriceTable(), "gpt-5", "default", usage)
+    assert default.actual == pytest.approx(12.5)
+    assert flex.actual == pytest.approx(6.25)
+    assert flex.standard_equivalent == pytest.approx(12.5)
+    assert flex.as_dict() == {"actual": 6.25, "standard_equivalent": 12.5, "saved": 6.25}
+    assert default.as_dict() == {"actual": 12.5, "standard_equivalent": 12.5, "saved": 0.0}
+
+
+@pytest.mark.parametrize(("tier", "factor"), [(None, 1.0), ("auto", 1.0), ("priority", 2.0), ("unknown", 1.0)])
+def test_other_tiers(tier, factor):
+    tally = CostTally()
+    tally.add(PriceTable(), "o4-mini", tier, Usage(input=1_000_000))
+    assert tally.actual == pytest.approx(1.10 * factor)
+
+
+def test_unknown_model_counts_unpriced_tokens():
+    tally = CostTally()
+    tally.add(PriceTable(), "mystery-model", "flex", Usage(input=100, cached=50, output=20, reasoning=10))
+    tally.add(PriceTable(), "o3", "flex", Usage(input=1_000_000))
+    assert tally.unpriced_tokens == 120
+    assert tally.actual == pytest.approx(1.0)
+    assert tally.as_dict() == {"actual": 1.0, "standard_equivalent": 2.0, "saved": 1.0, "unpriced_tokens": 120}
+
+
+def test_cost_tally_accumulates_and_rounds():
+    tally = CostTally()
+    for _ in range(3):
+        tally.add(PriceTable(), "gpt-5-nano", "flex", Usage(input=1, output=1))
+    # 3 x (0.05 + 0.40) / 1e6 / 2
+    assert tally.actual == pytest.approx(3 * 0.45e-6 / 2)
+    assert tally.as_dict()["actual"] == round(3 * 0.45e-6 / 2, 6)
+    assert "unpriced_tokens" not in tally.as_dict()

@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from flex_provider.engine import store as store_module
+from flex_provider.engine.store import (
+    MANIFEST_NAME,
+    PENDING_DIR,
+    ResultStore,
+    is_final,
+    new_session_id,
+)
+
+
+def ok(rid: str, at: str, output: str = "out") -> dict:
+    return {"id": rid, "status": "succeeded", "output": output, "error": None, "finished_at": at}
+
+
+def failed(rid: str, at: str, retryable: bool) -> dict:
+    return {
+        "id": rid,
+        "status": "failed",
+        "output": None,
+        "error": {"type": "X", "message": "m", "retryable": retryable},
+        "finished_at": at,
+    }
+
+
+def T(second: int) -> str:
+    return f"2025-06-01T12:00:{second:02d}.000000+00:00"
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_new_session_id_shape_and_uniqueness():
+    ids = {new_session_id() for _ in range(20)}
+    assert len(ids) == 20
+    assert all(re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", s) for s in ids)
+
+
+def test_is_final():
+    assert is_final(ok("a", T(1)))
+    assert is_final(failed("a", T(1), retryable=False))
+    assert not is_final(failed("a", T(1), retryable=True))
+    assert is_final({"id": "a", "status": "failed", "error": None})
+
+
+def test_write_part_names_and_contents(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    first = store.write_part([ok("a", T(1)), failed("b", T(2), retryable=False)])
+    second = store.write_part([ok("c", T(3), output="é ü")])
+    assert (first, second) == ("part-S1-00001.jsonl", "part-S1-00002.jsonl")
+    assert read_lines(tmp_path / first) == [ok("a", T(1)), failed("b", T(2), retryable=False)]
+    assert "é ü" in (tmp_path / second).read_text(encoding="utf-8")  # ensure_ascii=False
+    assert [p.name for p in store.part_files()] == [first, second]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("_tmp-")]
+
+
+def test_load_empty_or_missing_root(tmp_path):
+    state = ResultStore(tmp_path / "does-not-exist", session="S").load()
+    assert (state.final_ids, state.retryable_ids, state.pending, state.manifest) == (set(), set(), {}, None)
+
+
+def test_load_final_and_retryable_ids(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    store.write_part([ok("a", T(1)), failed("b", T(2), retryable=False), failed("c", T(3), retryable=True)])
+    store.write_part([failed("d", T(4), retryable=True), ok("d", T(5)), {"status": "succeeded"}])
+    state = store.load()
+    assert state.final_ids == {"a", "b", "d"}
+    assert state.retryable_ids == {"c"}
+
+
+def test_retryable_failure_after_final_does_not_make_it_retryable(tmp_path):
+    ResultStore(tmp_path, session="S1").write_part([ok("a", T(1))])
+    ResultStore(tmp_path, session="S2").write_part([failed("a", T(2), retryable=True)])
+    state = ResultStore(tmp_path, session="S3").load()
+    assert state.final_ids == {"a"}
+    assert state.retryable_ids == set()
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    name = store.write_part([ok("a", T(1)), ok("b", T(2))])
+    with (tmp_path / name).open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "c", "status": "succ')  # torn write
+    state = store.load()
+    assert state.final_ids == {"a", "b"}
+    assert [r["id"] for r in store.iter_records()] == ["a", "b"]
+
+
+def test_non_part_files_are_ignored(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    store.write_part([ok("a", T(1))])
+    (tmp_path / "_tmp-part-S1-00002.jsonl").write_text(json.dumps(ok("z", T(9))) + "\n")
+    (tmp_path / "part-notes.txt").write_text(json.dumps(ok("y", T(9))) + "\n")
+    (tmp_path / "readme.jsonl").write_text(json.dumps(ok("x", T(9))) + "\n")
+    assert store.load().final_ids == {"a"}
+
+
+def test_pending_entries_loaded_unless_final(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
+    store.write_pending([{"id": "b", "response_id": "resp_b", "tier": "flex"}])
+    store.write_part([ok("a", T(1))])
+    assert sorted(p.name for p in (tmp_path / PENDING_DIR).iterdir()) == ["S1-00001.jsonl", "S1-00002.jsonl"]
+    state = store.load()
+    assert state.pending == {"b": {"id": "b", "response_id": "resp_b", "tier": "flex"}}
+
+
+def test_pending_entry_survives_retryable_failure(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
+    store.write_part([failed("a", T(1), retryable=True)])
+    assert set(store.load().pending) == {"a"}
+
+
+def test_progress_written_per_session_and_read_back(tmp_path):
+    ResultStore(tmp_path, session="S1").write_progress({"requests": 3})
+    s2 = ResultStore(tmp_path, session="S2")
+    s2.write_progress({"requests": 1})
+    s2.write_progress({"requests": 5})  # overwrites its own session file
+    (tmp_path / "_progress" / "S3.json").write_text("{broken")
+    assert s2.load_progress() == [{"requests": 3}, {"requests": 5}]
+
+
+def test_iter_records_yields_each_id_once_with_the_winner(tmp_path):
+    ResultStore(tmp_path, session="S1").write_part(
+        [
+            failed("a", T(1), retryable=True),
+            ok("b", T(2), output="old b"),
+            failed("c", T(3), retryable=False),
+            ok("e", T(3)),
+        ]
+    )
+    ResultStore(tmp_path, session="S2").write_part(
+        [ok("a", T(4)), ok("b", T(5), output="new b"), failed("c", T(6), retryable=True), ok("d", T(7))]
+    )
+    records = list(ResultStore(tmp_path, session="S3").iter_records())
+    assert [r["id"] for r in records] == ["e", "a", "b", "c", "d"]  # part order
+    by_id = {r["id"]: r for r in records}
+    assert by_id["a"]["status"] == "succeeded"  # success beats failure
+    assert by_id["b"]["output"] == "new b"  # newer beats older
+    assert by_id["c"]["finished_at"] == T(6)  # newer failure beats older failure
+
+
+def test_success_beats_newer_failure(tmp_path):
+    ResultStore(tmp_path, session="S1").write_part([ok("a", T(1))])
+    ResultStore(tmp_path, session="S2").write_part([failed("a", T(9), retryable=False)])
+    records = list(ResultStore(tmp_path, session="S3").iter_records())
+    assert records == [ok("a", T(1))]
+
+
+def test_identical_record_in_two_parts_counted_once(tmp_path):
+    record = ok("a", T(1))
+    ResultStore(tmp_path, session="S1").write_part([record])
+    ResultStore(tmp_path, session="S2").write_part([record])  # two overlapping triggers
+    store = ResultStore(tmp_path, session="S3")
+    assert list(store.iter_records()) == [record]
+    manifest = store.finalize({})
+    assert manifest["parts"] == ["part-S1-00001.jsonl"]
+    assert not (tmp_path / "part-S2-00001.jsonl").exists()
+
+
+def test_finalize_compacts_duplicates_across_parts(tmp_path):
+    ResultStore(tmp_path, session="S1").write_part(
+        [failed("a", T(1), retryable=True), ok("b", T(2), output="old b"), ok("keep", T(3))]
+    )
+    ResultStore(tmp_path, session="S2").write_part([ok("a", T(4)), ok("b", T(5), output="new b")])
+    ResultStore(tmp_path, session="S3").write_part([failed("a", T(8), retryable=False)])  # loses to the success
+    store = ResultStore(tmp_path, session="S4")
+    manifest = store.finalize({"status": "success", "total": 3})
+
+    assert manifest == {
+        "status": "success",
+        "total": 3,
+        "parts": ["part-S1-00001.jsonl", "part-S2-00001.jsonl"],
+    }
+    assert read_lines(tmp_path / "part-S1-00001.jsonl") == [ok("keep", T(3))]
+    assert read_lines(tmp_path / "part-S2-00001.jsonl") == [ok("a", T(4)), ok("b", T(5), output="new b")]
+    assert not (tmp_path / "part-S3-00001.jsonl").exists()  # emptied part removed
+    all_ids = [r["id"] for p in store.part_files() for r in read_lines(p)]
+    assert sorted(all_ids) == ["a", "b", "keep"]  # each id exactly once on disk
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text()) == manifest
+    assert store.read_manifest() == manifest
+    assert store.load().manifest == manifest
+
+
+def test_finalize_leaves_parts_without_duplicates_untouched(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    name = store.write_part([ok("a", T(1)), ok("b", T(2))])
+    before = (tmp_path / name).stat().st_mtime_ns, (tmp_path / name).read_bytes()
+    store.finalize({})
+    assert ((tmp_path / name).stat().st_mtime_ns, (tmp_path / name).read_bytes()) == before
+
+
+def test_finalize_clears_pending_and_tmp_files(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
+    store.write_part([failed("a", T(1), retryable=True)])
+    (tmp_path / "_tmp-part-S0-00009.jsonl").write_text("half")
+    assert store.load().pending
+    store.finalize({})
+    assert list((tmp_path / PENDING_DIR).iterdir()) == []
+    assert store.load().pending == {}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("_tmp-")]
+
+
+def test_manifest_is_written_last(tmp_path, monkeypatch):
+    store = ResultStore(tmp_path, session="S2")
+    ResultStore(tmp_path, session="S1").write_part([ok("a", T(1))])
+    store.write_part([ok("a", T(2)), ok("b", T(3))])
+    store.write_pending([{"id": "c", "response_id": "resp_c", "tier": "flex"}])
+
+    events: list[str] = []
+    original_write = ResultStore._write_whole
+    original_unlink = Path.unlink
+
+    def spy_write(self, folder, name, text):
+        events.append(f"write {name}")
+        if name == MANIFEST_NAME:  # at this moment everything else must already be in place
+            assert list((tmp_path / PENDING_DIR).iterdir()) == []
+            assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-S2-00001.jsonl"]
+        return original_write(self, folder, name, text)
+
+    def spy_unlink(self, missing_ok=False):
+        events.append(f"unlink {self.name}")
+        return original_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(store_module.ResultStore, "_write_whole", spy_write)
+    monkeypatch.setattr(Path, "unlink", spy_unlink)
+    manifest = store.finalize({"status": "success"})
+
+    assert events[-1] == f"write {MANIFEST_NAME}"
+    assert "unlink part-S1-00001.jsonl" in events
+    assert "unlink S2-00001.jsonl" in events
+    assert manifest["parts"] == ["part-S2-00001.jsonl"]
+
+
+def test_no_manifest_before_finalize(tmp_path):
+    store = ResultStore(tmp_path, session="S1")
+    store.write_part([ok("a", T(1))])
+    assert store.read_manifest() is None
+    assert not (tmp_path / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize("records", [[], [ok("a", T(1))]])
+def test_finalize_manifest_is_json_with_default_str(tmp_path, records):
+    store = ResultStore(tmp_path, session="S1")
+    if records:
+        store.write_part(records)
+    manifest = store.finalize({"path": tmp_path})
+    assert manifest["path"] == tmp_path  # returned as given...
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())["path"] == str(tmp_path)  # ...stored as text

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import flex_provider
+from flex_provider import get_provider_info
+
+
+def test_provider_info():
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-openai-flex"
+    assert info["name"] == "OpenAI Flex"
+    assert info["versions"] == [flex_provider.__version__]
+    assert info["connection-types"] == [
+        {"connection-type": "openai_flex", "hook-class-name": "flex_provider.hooks.flex.FlexHook"}
+    ]
+
+
+def test_entry_point_registered():
+    ours = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value == "flex_provider:get_provider_info"]
+    assert len(ours) == 1
+    assert ours[0].load() is get_provider_info
+
+
+def test_engine_public_api():
+    import flex_provider.engine as engine
+
+    assert set(engine.__all__) == {
+        "FlexEngine",
+        "FlexInputError",
+        "FlexRunAborted",
+        "PromptBuilder",
+        "RequestSpec",
+        "ResultStore",
+        "RetryPolicy",
+        "RunOptions",
+        "Verdict",
+        "WorkItem",
+        "classify",
+    }
+    assert all(hasattr(engine, name) for name in engine.__all__)
+
+
+def test_engine_does_not_import_airflow():
+    code = (
+        "import flex_provider.engine, sys; "
+        "bad = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')); "
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
