@@ -1,0 +1,519 @@
+"""The FastAPI app: OpenAI-compatible routes plus ``/emulator/*`` control routes.
+
+Routes are registered as plain Starlette endpoints taking the raw ``Request`` and reading JSON by
+hand: FastAPI's body validation and dependency injection would dominate the per-request CPU, and
+the whole point of the emulator is to cost nothing next to the client under test.
+
+Order of checks for a generation request (first match answers):
+auth (401) -> JSON body (400) -> model known (404) -> service_tier valid / flex allowed for the
+model (400) -> stream unsupported (400) -> input present (400) -> insufficient_quota (429) ->
+RPM limit (429 rate_limit_exceeded) -> injected 5xx (``error_rate``) -> flex capacity then
+``unavailable_rate`` (429 resource_unavailable, flex only) -> hang (``hang_rate``) -> latency ->
+answer. Quota, RPM and capacity failures come before any latency, like the real service.
+
+The emulator never logs request bodies (they may hold private documents); uvicorn's access log
+is off in both the CLI and ``serve_in_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .config import EmulatorConfig
+from .content import Prompt, prompt_from_chat, prompt_from_responses
+from .errors import (
+    QUOTA_MESSAGE,
+    RESOURCE_UNAVAILABLE_MESSAGE,
+    SERVER_ERRORS,
+    ApiError,
+    format_duration,
+    invalid_api_key,
+    json_response,
+    model_not_found,
+    retry_after_headers,
+)
+from .payloads import (
+    OutputFormat,
+    chat_completion_object,
+    complete,
+    fill_completed,
+    format_from_chat,
+    format_from_responses,
+    model_object,
+    new_id,
+    response_object,
+)
+from .state import EmulatorState, StoredResponse
+
+VALID_TIERS = frozenset(("auto", "default", "flex", "priority", "scale", "fast", "ultrafast"))
+SERVED_TIER = {"auto": "default", "default": "default"}
+HANG_POLL_S = 0.2
+CLIENT_CLOSED_REQUEST = 499  # nginx's code; only ever seen in stats, the client is gone
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class RequestIdMiddleware:
+    """Pure-ASGI middleware adding ``x-request-id`` to every response (errors and 404s included).
+
+    Pure ASGI rather than ``@app.middleware("http")``: the latter wraps each request in extra tasks
+    and streams, a measurable cost at thousands of requests per second.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ("req_" + os.urandom(16).hex()).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _state(request: Request) -> EmulatorState:
+    return request.app.state.emulator
+
+
+def _check_auth(request: Request, state: EmulatorState) -> None:
+    """Raise 401 unless ``config.api_key`` is None or the bearer token matches it."""
+    expected = state.config.api_key
+    if expected is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or token != expected:
+        state.stats.auth_failures += 1
+        raise invalid_api_key(token or None)
+
+
+async def _read_json(request: Request) -> dict[str, Any] | None:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+)
+
+
+def _latency(state: EmulatorState, flex: bool) -> float:
+    cfg = state.config
+    mean = cfg.latency_s if flex else cfg.standard_latency_s
+    if mean <= 0:
+        return 0.0
+    jitter = cfg.latency_jitter
+    return max(0.0, state.rng.uniform(mean * (1 - jitter), mean * (1 + jitter)))
+
+
+async def _hang(request: Request, seconds: float) -> bool:
+    """Sleep ``seconds`` unless the client goes away first; True when it disconnected.
+
+    Polling for the disconnect lets a timed-out client free its flex slot, instead of the hung
+    request holding it for an hour.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (remaining := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(HANG_POLL_S, remaining))
+        if await request.is_disconnected():
+            return True
+    return False
+
+
+class _Gen:
+    """Per-request facts of a generation request, gathered before the checks run."""
+
+    __slots__ = ("body", "fmt", "headers", "model", "prompt", "tier")
+
+    def __init__(self) -> None:
+        self.body: dict[str, Any] = {}
+        self.tier = "unknown"
+        self.model = ""
+        self.prompt: Prompt | None = None
+        self.fmt = OutputFormat()
+        self.headers: dict[str, str] = {}
+
+
+def _admission(state: EmulatorState, gen: _Gen) -> None:
+    """Validation and injected failures that answer before any latency (raises ApiError)."""
+    cfg = state.config
+    body = gen.body
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
+    if model not in cfg.models:
+        raise model_not_found(model)
+    tier = gen.tier
+    if tier not in VALID_TIERS:
+        raise ApiError(
+            400,
+            f"Invalid value: '{tier}'. Supported values are: 'auto', 'default', 'flex', 'scale' and 'priority'.",
+            code="invalid_value",
+            param="service_tier",
+        )
+    if tier == "flex" and model not in cfg.flex_models:
+        raise ApiError(
+            400,
+            f"Flex processing (service_tier='flex') is not available for model `{model}`. "
+            f"Use one of: {', '.join(cfg.flex_models)}, or service_tier='default'.",
+            code="unsupported_value",
+            param="service_tier",
+        )
+    if body.get("stream"):
+        raise ApiError(
+            400, "Streaming is not supported by the flex emulator.", code="unsupported_value", param="stream"
+        )
+    prompt = gen.prompt
+    if prompt is None or not prompt.valid:
+        message = prompt.error if prompt is not None and prompt.error else "Invalid request."
+        raise ApiError(400, message, code="missing_required_parameter", param=prompt.error_param if prompt else None)
+    if cfg.insufficient_quota:
+        raise ApiError(429, QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota")
+    if cfg.rate_limit_rpm is not None:
+        allowed, remaining, reset_s, wait_s = state.limiter.take(cfg.rate_limit_rpm, time.monotonic())
+        headers = {
+            "x-ratelimit-limit-requests": str(cfg.rate_limit_rpm),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": format_duration(reset_s),
+        }
+        if not allowed:
+            headers.update(retry_after_headers(round(wait_s, 3)))
+            raise ApiError(
+                429,
+                f"Rate limit reached for {model} in organization org-emulator on requests per min (RPM): "
+                f"Limit {cfg.rate_limit_rpm}, Used {cfg.rate_limit_rpm}, Requested 1. "
+                f"Please try again in {format_duration(wait_s)}.",
+                "requests",
+                "rate_limit_exceeded",
+                headers=headers,
+            )
+        gen.headers = headers
+    retry_headers = retry_after_headers(cfg.retry_after_s) if cfg.retry_after_s is not None else {}
+    if cfg.error_rate > 0 and state.rng.random() < cfg.error_rate:
+        status = state.rng.choice((500, 502, 503))
+        raise ApiError(status, SERVER_ERRORS[status], "server_error", headers=retry_headers if status == 503 else None)
+    if tier == "flex":
+        capacity = cfg.flex_capacity
+        if (capacity is not None and state.flex_in_flight >= capacity) or (
+            cfg.unavailable_rate > 0 and state.rng.random() < cfg.unavailable_rate
+        ):
+            raise ApiError(
+                429, RESOURCE_UNAVAILABLE_MESSAGE, "rate_limit_error", "resource_unavailable", headers=retry_headers
+            )
+
+
+async def _generation(request: Request, endpoint: str, chat: bool) -> Response:
+    """Shared flow of ``POST /v1/responses`` and ``POST /v1/chat/completions``."""
+    state = _state(request)
+    stats = state.stats
+    stats.by_endpoint[endpoint] += 1
+    gen = _Gen()
+    body = await _read_json(request)
+    if body is not None:
+        gen.body = body
+        tier = body.get("service_tier")
+        gen.tier = tier if isinstance(tier, str) else "auto"
+        gen.prompt = prompt_from_chat(body) if chat else prompt_from_responses(body)
+    key = gen.prompt.key if gen.prompt is not None and gen.prompt.valid else None
+    try:
+        _check_auth(request, state)
+        if body is None:
+            raise ApiError(400, BAD_JSON)
+        _admission(state, gen)
+    except ApiError as exc:
+        stats.record(gen.tier, exc.status, key, succeeded=False, code=exc.code)
+        return exc.response()
+
+    cfg = state.config
+    flex = gen.tier == "flex"
+    served = SERVED_TIER.get(gen.tier, gen.tier)
+    gen.model = body["model"]
+    gen.fmt = format_from_chat(body) if chat else format_from_responses(body)
+    headers = gen.headers
+    hang = cfg.hang_rate > 0 and state.rng.random() < cfg.hang_rate
+    latency = _latency(state, flex)
+
+    if flex:
+        state.acquire_flex()
+    state.in_flight_all += 1
+    slot_transferred = False
+    task = asyncio.current_task()
+    if task is not None:
+        state.handlers.add(task)
+    try:
+        if hang:
+            stats.hangs += 1
+            if await _hang(request, cfg.hang_s):
+                stats.disconnects += 1
+                stats.record(gen.tier, CLIENT_CLOSED_REQUEST, key, succeeded=False, code=None)
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+        if not chat and body.get("background"):
+            slot_transferred = flex
+            return _start_background(state, gen, served, latency, key, headers)
+        started = time.perf_counter()
+        await asyncio.sleep(latency)
+        obj = _finish(state, gen, served, chat)
+        headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+        stats.record(gen.tier, 200, key, succeeded=True, code=None)
+        if not chat and body.get("store", True) is not False:
+            state.remember(StoredResponse(id=obj["id"], data=obj, background=False, input_key=key), finished=True)
+        return json_response(obj, 200, headers)
+    except asyncio.CancelledError:
+        if not state.closing:
+            raise
+        # Cancelled by ``EmulatorState.close_inflight`` (server stopping): answer instead of
+        # leaving the client hanging and uvicorn logging a traceback per request.
+        stats.record(gen.tier, 503, key, succeeded=False, code=None)
+        return ApiError(503, "The emulator is shutting down.", "server_error").response()
+    finally:
+        if task is not None:
+            state.handlers.discard(task)
+        state.in_flight_all -= 1
+        if flex and not slot_transferred:
+            state.release_flex()
+
+
+def _finish(state: EmulatorState, gen: _Gen, served: str, chat: bool) -> dict[str, Any]:
+    """Compute the answer (prompt cache included) and render it in the right API shape."""
+    body, model, prompt = gen.body, gen.model, gen.prompt
+    assert prompt is not None
+    cfg = state.config
+    cache = state.cache.lookup(model, prompt, served, cfg.cache_min_tokens)
+    if chat:
+        effort = body.get("reasoning_effort")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    else:
+        reasoning = body.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+        max_tokens = body.get("max_output_tokens")
+    done = complete(prompt, gen.fmt, model, effort, max_tokens, cache)
+    state.cache.store(model, prompt, served, cfg.cache_min_tokens)
+    state.stats.add_tokens(served, done.usage_counts())
+    if chat:
+        return chat_completion_object(body=body, model=model, served_tier=served, done=done)
+    obj = response_object(
+        rid=new_id("resp_"),
+        body=body,
+        model=model,
+        served_tier=served,
+        status="in_progress",
+        created_at=int(time.time()),
+        background=bool(body.get("background")),
+    )
+    return fill_completed(obj, done, model, cache)
+
+
+# ------------------------------------------------------------------------------- background mode
+
+
+def _start_background(
+    state: EmulatorState, gen: _Gen, served: str, latency: float, key: str | None, headers: dict[str, str]
+) -> Response:
+    """Store a queued response and let a task move it to in_progress and completed.
+
+    A flex request's capacity slot (taken by the handler) is handed over to the record and held
+    until the background work finishes or is cancelled: queued/in_progress flex work counts as
+    in flight, like a synchronous request would.
+    """
+    obj = response_object(
+        rid=new_id("resp_"),
+        body=gen.body,
+        model=gen.model,
+        served_tier=served,
+        status="queued",
+        created_at=int(time.time()),
+        background=True,
+    )
+    rec = StoredResponse(id=obj["id"], data=obj, background=True, input_key=key, holds_flex_slot=gen.tier == "flex")
+    state.remember(rec, finished=False)
+    rec.task = asyncio.get_running_loop().create_task(_run_background(state, rec, gen, served, latency))
+    state.stats.background["created"] += 1
+    state.stats.record(gen.tier, 200, key, succeeded=False, code=None)
+    return json_response(dict(obj), 200, headers)
+
+
+async def _run_background(state: EmulatorState, rec: StoredResponse, gen: _Gen, served: str, latency: float) -> None:
+    """queued (10% of latency) -> in_progress (90%) -> completed/incomplete."""
+    try:
+        await asyncio.sleep(latency * 0.1)
+        rec.data = {**rec.data, "status": "in_progress"}
+        await asyncio.sleep(latency * 0.9)
+        finished = _finish(state, gen, served, chat=False)
+        finished["id"] = rec.id
+        finished["created_at"] = rec.data["created_at"]
+        finished["background"] = True
+        rec.data = finished
+        state.store.finish(rec, time.monotonic())
+        state.stats.background["completed"] += 1
+        state.stats.mark_succeeded(rec.input_key)
+    finally:
+        state.release_record(rec)
+
+
+async def retrieve_response(request: Request) -> Response:
+    state = _state(request)
+    state.stats.by_endpoint["responses.retrieve"] += 1
+    try:
+        _check_auth(request, state)
+        rec = _get_stored(state, request.path_params["response_id"])
+    except ApiError as exc:
+        return exc.response()
+    if rec.background:
+        state.stats.background["polled"] += 1
+    return json_response(rec.data)
+
+
+async def cancel_response(request: Request) -> Response:
+    """Cancel a queued/in_progress background response.
+
+    Semantics chosen (matching the documented API): only background responses can be cancelled
+    (400 otherwise); cancelling one that already finished (completed, incomplete or cancelled)
+    returns it unchanged with 200, so cancel is idempotent.
+    """
+    state = _state(request)
+    state.stats.by_endpoint["responses.cancel"] += 1
+    try:
+        _check_auth(request, state)
+        rec = _get_stored(state, request.path_params["response_id"])
+        if not rec.background:
+            raise ApiError(400, "Only responses created with background=true can be cancelled.", param="response_id")
+    except ApiError as exc:
+        return exc.response()
+    if rec.task is not None:
+        rec.task.cancel()
+        state.release_record(rec)
+        rec.data = {**rec.data, "status": "cancelled", "output": [], "usage": None}
+        state.store.finish(rec, time.monotonic())
+        state.stats.background["cancelled"] += 1
+    return json_response(rec.data)
+
+
+def _get_stored(state: EmulatorState, rid: str) -> StoredResponse:
+    rec = state.lookup(rid)
+    if rec is None:
+        raise ApiError(404, f"Response with id '{rid}' not found.", param="response_id")
+    return rec
+
+
+# ------------------------------------------------------------------------------------ endpoints
+
+
+async def create_response(request: Request) -> Response:
+    return await _generation(request, "responses.create", chat=False)
+
+
+async def create_chat_completion(request: Request) -> Response:
+    return await _generation(request, "chat.completions.create", chat=True)
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    state.stats.by_endpoint["models.list"] += 1
+    try:
+        _check_auth(request, state)
+    except ApiError as exc:
+        return exc.response()
+    return json_response({"object": "list", "data": [model_object(m) for m in state.config.models]})
+
+
+async def get_model(request: Request) -> Response:
+    state = _state(request)
+    state.stats.by_endpoint["models.retrieve"] += 1
+    model = request.path_params["model_id"]
+    try:
+        _check_auth(request, state)
+        if model not in state.config.models:
+            raise model_not_found(model)
+    except ApiError as exc:
+        return exc.response()
+    return json_response(model_object(model))
+
+
+async def emulator_stats(request: Request) -> Response:
+    return json_response(_state(request).snapshot())
+
+
+async def emulator_reset(request: Request) -> Response:
+    _state(request).reset()
+    return json_response({"ok": True})
+
+
+async def emulator_get_config(request: Request) -> Response:
+    return json_response(_state(request).config.public_dict())
+
+
+async def emulator_set_config(request: Request) -> Response:
+    """Partial update of knobs, e.g. ``{"unavailable_rate": 0.5}``; 400 on unknown/invalid knobs."""
+    state = _state(request)
+    body = await _read_json(request)
+    if body is None:
+        return ApiError(400, BAD_JSON).response()
+    try:
+        config = state.update_config(body)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        return ApiError(400, f"Invalid emulator config: {exc}").response()
+    return json_response(config.public_dict())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods answer in OpenAI's error shape too."""
+    status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+    message = f"Invalid URL ({request.method} {request.url.path})" if status in (404, 405) else str(exc)
+    return ApiError(status, message).response()
+
+
+def create_app(config: EmulatorConfig | None = None) -> FastAPI:
+    """Build an emulator app; its state lives at ``app.state.emulator`` (an ``EmulatorState``)."""
+    state = EmulatorState(config or EmulatorConfig())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Remember the serving loop so helpers in other threads can run code on it.
+        state.loop = asyncio.get_running_loop()
+        yield
+        state.cancel_background()  # stats stay readable after the server stops
+
+    app = FastAPI(title="OpenAI flex emulator", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.emulator = state
+    routes: list[tuple[str, Handler, list[str]]] = [
+        ("/v1/responses", create_response, ["POST"]),
+        ("/v1/responses/{response_id}", retrieve_response, ["GET"]),
+        ("/v1/responses/{response_id}/cancel", cancel_response, ["POST"]),
+        ("/v1/chat/completions", create_chat_completion, ["POST"]),
+        ("/v1/models", list_models, ["GET"]),
+        ("/v1/models/{model_id:path}", get_model, ["GET"]),
+        ("/emulator/stats", emulator_stats, ["GET"]),
+        ("/emulator/reset", emulator_reset, ["POST"]),
+        ("/emulator/config", emulator_get_config, ["GET"]),
+        ("/emulator/config", emulator_set_config, ["POST"]),
+    ]
+    for path, handler, methods in routes:
+        app.add_route(path, handler, methods=methods, include_in_schema=False)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,124 @@
+"""Knobs of the flex emulator.
+
+The emulator exists to make the unpleasant parts of Flex processing (429 "Resource Unavailable",
+slow answers, 5xx, hangs, quota and RPM limits) reproducible on a laptop and in CI. Every such
+behaviour is a field here so a test can turn it on, and every random decision is drawn from an RNG
+seeded by ``seed`` so a failing run can be replayed.
+
+The config is a pydantic model (validated once, when built or updated) rather than something
+checked per request: the hot path only reads plain attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "FLEX_EMULATOR_"
+
+DEFAULT_MODELS: tuple[str, ...] = (
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "o3",
+    "o4-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4o-mini",
+)
+DEFAULT_FLEX_MODELS: tuple[str, ...] = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini")
+
+
+class EmulatorConfig(BaseModel):
+    """Behaviour of one emulator instance; can be changed at runtime via ``POST /emulator/config``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    api_key: str | None = Field(
+        default=None, description="None accepts any bearer token; else require exactly this key (401)."
+    )
+    latency_s: float = Field(default=0.05, ge=0.0, description="Mean latency of a flex request.")
+    latency_jitter: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Relative spread: latency ~ U(mean*(1-j), mean*(1+j))."
+    )
+    standard_latency_s: float = Field(default=0.02, ge=0.0, description="Mean latency of non-flex tiers.")
+    flex_capacity: int | None = Field(
+        default=None, ge=0, description="Max concurrent in-flight flex requests (None = unlimited)."
+    )
+    unavailable_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of flex requests -> 429.")
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of generation requests -> 500/502/503.")
+    retry_after_s: float | None = Field(
+        default=None, ge=0.0, description="If set, Retry-After header on 429 resource_unavailable and 503."
+    )
+    rate_limit_rpm: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests per minute (token bucket, refilled continuously); beyond -> 429 rate_limit_exceeded.",
+    )
+    hang_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of generation requests that hang for hang_s."
+    )
+    hang_s: float = Field(default=3600.0, ge=0.0, description="How long a hanging request hangs.")
+    insufficient_quota: bool = Field(default=False, description="Every generation request -> 429 quota.")
+    models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MODELS),
+        description="Known model ids (comma-separated on the CLI); others -> 404 model_not_found.",
+    )
+    flex_models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FLEX_MODELS),
+        description="Models accepting service_tier=flex; flex on another known model -> 400.",
+    )
+    background_expiry_s: float = Field(
+        default=600.0, ge=0.0, description="Finished stored responses are forgotten after this (404)."
+    )
+    cache_min_tokens: int = Field(
+        default=256, ge=1, description="Minimum instructions-prefix size (tokens) eligible for prompt cache."
+    )
+    seed: int = Field(default=0, description="Seeds the RNG behind every 429/5xx/hang/latency decision.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EmulatorConfig:
+        """Build a config from ``FLEX_EMULATOR_<FIELD>`` variables, then apply ``overrides``.
+
+        List fields accept JSON (``["gpt-5"]``) or a comma-separated string; ``none``/empty clears an
+        optional field. Pydantic does the type coercion, so "0.5" becomes 0.5.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = parse_env_value(raw, is_list=field.annotation == list[str])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    def updated(self, knobs: Mapping[str, Any]) -> EmulatorConfig:
+        """Return a validated copy with ``knobs`` applied (unknown knob names raise ValueError)."""
+        unknown = set(knobs) - set(type(self).model_fields)
+        if unknown:
+            raise ValueError(f"unknown emulator knob(s): {', '.join(sorted(unknown))}")
+        return type(self).model_validate({**self.model_dump(), **knobs})
+
+    def public_dict(self) -> dict[str, Any]:
+        """Config as JSON for ``GET /emulator/config``; the API key is masked, never echoed."""
+        data = self.model_dump()
+        if data["api_key"] is not None:
+            data["api_key"] = "***"
+        return data
+
+
+def parse_env_value(raw: str, *, is_list: bool) -> Any:
+    """Turn one env var string into a value pydantic can validate."""
+    text = raw.strip()
+    if text.lower() in ("", "none", "null"):
+        return None
+    if is_list:
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text

@@ -1,0 +1,33 @@
+"""Shared fixtures: one emulator per test module, reset to a known config before every test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import openai
+import pytest
+
+from flex_provider.emulator import EmulatorConfig, EmulatorServer, serve_in_thread
+
+API_KEY = "sk-test-emulator-key"
+BASE_CONFIG = EmulatorConfig(api_key=API_KEY, latency_s=0.02, latency_jitter=0.5, standard_latency_s=0.005)
+
+
+@pytest.fixture(scope="module")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with serve_in_thread(BASE_CONFIG) as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emulator_server: EmulatorServer) -> EmulatorServer:
+    """The module's emulator with default knobs restored and stats cleared."""
+    emulator_server.update(**BASE_CONFIG.model_dump())
+    emulator_server.reset()
+    return emulator_server
+
+
+@pytest.fixture
+async def client(emu: EmulatorServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=emu.base_url, api_key=API_KEY, max_retries=0) as c:
+        yield c
