@@ -24,6 +24,7 @@ RawItem = str | dict[str, Any]
 class WorkItem:
     id: str
     prompt: str
+    index: int = -1  # position in the input, so results can be put back in input order
 
 
 def stable_id(raw: RawItem) -> str:

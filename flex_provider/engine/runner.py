@@ -155,11 +155,13 @@ class FlexEngine:
     async def _feed(self, items: Iterable[WorkItem], finished: set[str], queue: asyncio.Queue) -> None:
         iterator: Iterator[WorkItem] = iter(items)
         seen: set[str] = set()
+        position = 0
         while True:
             chunk = await asyncio.to_thread(lambda: list(itertools.islice(iterator, _FEED_CHUNK)))
             if not chunk:
                 return
             for item in chunk:
+                item.index, position = position, position + 1
                 if item.id in seen:
                     self.counters.duplicates += 1
                     continue
@@ -346,6 +348,7 @@ class FlexEngine:
         self._account(reply.usage, reply.service_tier)
         return {
             "id": item.id,
+            "index": item.index,
             "status": "succeeded",
             "output": reply.output,
             "service_tier": reply.service_tier,
@@ -372,6 +375,7 @@ class FlexEngine:
         self._account(usage, tier)
         return {
             "id": item.id,
+            "index": item.index,
             "status": "failed",
             "output": None,
             "service_tier": tier,

@@ -320,7 +320,7 @@ class FlexLLMOperator(BaseOperator):
             )
         if self.output_path is not None:
             return summary
-        records = list(store.iter_records())
+        records = sorted(store.iter_records(), key=lambda r: r.get("index", 0))  # input order
         size = json_size(records)
         if size > self.xcom_max_bytes:
             raise AirflowException(
