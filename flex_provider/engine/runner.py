@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import itertools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -75,6 +78,7 @@ class FlexEngine:
         secrets: tuple[str, ...] = (),
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         output_uri: str | None = None,
+        prompt_template: str | None = None,
     ) -> None:
         self.client = client
         self.spec = spec
@@ -83,6 +87,7 @@ class FlexEngine:
         self.secrets = secrets
         self.log = logger or log
         self.output_uri = output_uri
+        self.prompt_template = prompt_template  # part of the fingerprint: it shapes every prompt
         self.calls = CallBuilder(spec)
         self.prices = PriceTable(options.prices)
         self.limiter = AdaptiveLimiter(options.max_concurrency)
@@ -104,6 +109,7 @@ class FlexEngine:
         Raises FlexRunAborted on run-wide errors (bad key, no quota) after saving what finished.
         """
         started = time.monotonic()
+        await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load)
         self._known_pending = dict(state.pending)
         finished = state.final_ids
@@ -150,6 +156,17 @@ class FlexEngine:
             # Surface one clear error, the run-wide abort first, instead of an exception group.
             errors = group_error.exceptions
             raise next((e for e in errors if isinstance(e, FlexRunAborted)), errors[0]) from None
+
+    def fingerprint(self) -> str:
+        """What makes two runs' answers interchangeable: the request, not the retry settings."""
+        spec = dataclasses.asdict(self.spec)
+        spec.pop("timeout", None)
+        spec["prompt_template"] = self.prompt_template
+        blob = json.dumps(spec, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _description(self) -> dict[str, Any]:
+        return {"model": self.spec.model, "api": self.spec.api, "service_tier": self.spec.service_tier}
 
     # -- feeding ---------------------------------------------------------------------------
     async def _feed(self, items: Iterable[WorkItem], finished: set[str], queue: asyncio.Queue) -> None:

@@ -24,7 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flex_provider.engine.errors import FlexInputError
+
 MANIFEST_NAME = "_manifest.json"
+JOB_NAME = "_job.json"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".jsonl"
 TMP_PREFIX = "_tmp-"
@@ -206,6 +209,24 @@ class ResultStore:
         manifest["parts"] = [p.name for p in self.part_files()]
         self._write_whole(self.root, MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
         return manifest
+
+    def claim(self, fingerprint: str, description: dict[str, Any]) -> None:
+        """Refuse to mix results of different requests in one folder.
+
+        Item ids come from the input alone, so a re-run with another model or other instructions
+        would otherwise "resume" from answers to a different question. The first run writes
+        ``_job.json``; later runs must match it."""
+        path = self.root / JOB_NAME
+        if path.exists():
+            existing = json.loads(path.read_text(encoding="utf-8"))
+            if existing.get("fingerprint") != fingerprint:
+                raise FlexInputError(
+                    f"output_path: {self.root} holds results of a different request "
+                    f"(was {existing.get('request')}, now {description}); resuming would mix answers "
+                    "to different prompts. Use a new output_path, or delete that folder to start over."
+                )
+            return
+        self._write_whole(self.root, JOB_NAME, json.dumps({"fingerprint": fingerprint, "request": description}))
 
     def read_manifest(self) -> dict[str, Any] | None:
         path = self.root / MANIFEST_NAME

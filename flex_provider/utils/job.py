@@ -98,6 +98,7 @@ async def execute_job(
                 secrets=secrets,
                 logger=logger,
                 output_uri=job.output_uri,
+                prompt_template=job.prompt_template,
             )
             if on_engine:
                 on_engine(engine)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from flex_provider.engine import FlexRunAborted, ResultStore
+from flex_provider.engine import FlexInputError, FlexRunAborted, ResultStore
 from flex_provider.operators.flex import schema_from_response_format
 from tests.integration.conftest import API_KEY, FAST_RETRY
 from tests.integration.helpers import input_key, make_engine, make_items, records
@@ -207,3 +207,13 @@ async def test_slow_checkpoint_write_is_not_overtaken_by_the_manifest(emu, tmp_p
     summary = await engine.run(make_items(3), total=3)
     assert summary["total"] == summary["succeeded"] == 3
     assert len(records(tmp_path)) == 3
+
+
+async def test_resuming_with_a_different_request_is_refused(emu, tmp_path: Path) -> None:
+    await make_engine(emu, tmp_path, API_KEY).run(make_items(3), total=3)
+    with pytest.raises(FlexInputError, match="holds results of a different request"):
+        await make_engine(emu, tmp_path, API_KEY, spec={"instructions": "Now translate."}).run(make_items(3), total=3)
+    assert emu.stats()["requests"] == 3
+    # retry settings and timeouts are not part of the request: resuming with them changed is fine
+    summary = await make_engine(emu, tmp_path, API_KEY, spec={"timeout": 30}, max_concurrency=2).run(make_items(3))
+    assert summary["this_run"]["resumed"] == 3
