@@ -16,6 +16,19 @@ def get_provider_info() -> dict:
             {
                 "connection-type": "openai_flex",
                 "hook-class-name": "flex_provider.hooks.flex.FlexHook",
+                "hook-name": "OpenAI (Flex)",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"password": "API key", "host": "Base URL"},
+                    "placeholders": {
+                        "host": "https://api.openai.com/v1 (leave empty for OpenAI)",
+                        "password": "sk-...",
+                    },
+                },
+                "conn-fields": {
+                    "organization": {"label": "Organization", "schema": {"type": ["string", "null"]}},
+                    "project": {"label": "Project", "schema": {"type": ["string", "null"]}},
+                },
             }
         ],
     }

@@ -31,6 +31,11 @@ MISSING_KEY_HELP = (
 )
 
 
+def _extra(extras: dict[str, Any], name: str) -> str | None:
+    """Extras as typed in JSON, or as saved by the connection form (``extra__openai_flex__<name>``)."""
+    return extras.get(name) or extras.get(f"extra__{FlexHook.conn_type}__{name}")
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """What it takes to build a client. ``repr`` hides the key so it cannot leak into a log line."""
@@ -79,8 +84,8 @@ class FlexHook(BaseHook):
         return ClientSettings(
             api_key=api_key,
             base_url=host or os.environ.get("OPENAI_BASE_URL") or None,
-            organization=extras.get("organization") or os.environ.get("OPENAI_ORG_ID") or None,
-            project=extras.get("project") or os.environ.get("OPENAI_PROJECT_ID") or None,
+            organization=_extra(extras, "organization") or os.environ.get("OPENAI_ORG_ID") or None,
+            project=_extra(extras, "project") or os.environ.get("OPENAI_PROJECT_ID") or None,
         )
 
     def get_settings(self) -> ClientSettings:
