@@ -21,3 +21,31 @@ for _name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJ
     os.environ.pop(_name, None)
 
 AIRFLOW_TEST_HOME = _HOME
+
+# Imported after the environment is set: nothing below may read Airflow's config earlier.
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from flex_provider.emulator import EmulatorConfig, EmulatorServer, serve_in_thread  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def emulator_base_config() -> EmulatorConfig:
+    """Knobs every test of a module starts from; test folders override it with their own key."""
+    return EmulatorConfig(latency_s=0.02, latency_jitter=0.5, standard_latency_s=0.005)
+
+
+@pytest.fixture(scope="module")
+def emulator_server(emulator_base_config: EmulatorConfig) -> Iterator[EmulatorServer]:
+    """One emulator per test module, in a thread, on a free port, reached over real HTTP."""
+    with serve_in_thread(emulator_base_config) as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emulator_server: EmulatorServer, emulator_base_config: EmulatorConfig) -> EmulatorServer:
+    """The module's emulator with its base knobs restored and its stats cleared."""
+    emulator_server.update(**emulator_base_config.model_dump())
+    emulator_server.reset()
+    return emulator_server

@@ -9,13 +9,12 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flex_provider.emulator import EmulatorConfig, EmulatorServer, serve_in_thread
+from flex_provider.emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import AIRFLOW_TEST_HOME
 
 API_KEY = "sk-test-airflow-SECRET-5c1d9e8f7a"
@@ -25,25 +24,21 @@ CONN_ID = "flex_test"
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=300
-    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=300)
     return AIRFLOW_TEST_HOME
 
 
 @pytest.fixture(scope="module")
-def emulator_server() -> Iterator[EmulatorServer]:
-    with serve_in_thread(BASE_CONFIG) as server:
-        yield server
+def emulator_base_config() -> EmulatorConfig:
+    return BASE_CONFIG
 
 
 @pytest.fixture
-def emu(emulator_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    emulator_server.update(**BASE_CONFIG.model_dump())
-    emulator_server.reset()
-    conn = {"conn_type": "openai_flex", "password": API_KEY, "host": emulator_server.base_url}
+def emu(emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+    """The shared emulator, reachable through the ``flex_test`` Airflow connection."""
+    conn = {"conn_type": "openai_flex", "password": API_KEY, "host": emu.base_url}
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
-    return emulator_server
+    return emu
 
 
 def write_dag(body: str, **fmt: Any) -> Any:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
-from flex_provider.emulator import EmulatorConfig, EmulatorServer, serve_in_thread
+from flex_provider.emulator import EmulatorConfig, EmulatorServer
 
 API_KEY = "sk-test-emulator-key"
 BASE_CONFIG = EmulatorConfig(api_key=API_KEY, latency_s=0.02, latency_jitter=0.5, standard_latency_s=0.005)
 
 
 @pytest.fixture(scope="module")
-def emulator_server() -> Iterator[EmulatorServer]:
-    with serve_in_thread(BASE_CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def emu(emulator_server: EmulatorServer) -> EmulatorServer:
-    """The module's emulator with default knobs restored and stats cleared."""
-    emulator_server.update(**BASE_CONFIG.model_dump())
-    emulator_server.reset()
-    return emulator_server
+def emulator_base_config() -> EmulatorConfig:
+    return BASE_CONFIG
 
 
 @pytest.fixture

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from flex_provider.emulator import EmulatorConfig, EmulatorServer, serve_in_thread
+from flex_provider.emulator import EmulatorConfig
 from flex_provider.engine import RetryPolicy
 
 API_KEY = "sk-test-integration-7f3a9c2e1b"
@@ -15,13 +13,5 @@ FAST_RETRY = RetryPolicy(max_attempts=30, max_elapsed_s=60, initial_wait_s=0.01,
 
 
 @pytest.fixture(scope="module")
-def emulator_server() -> Iterator[EmulatorServer]:
-    with serve_in_thread(BASE_CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def emu(emulator_server: EmulatorServer) -> EmulatorServer:
-    emulator_server.update(**BASE_CONFIG.model_dump())
-    emulator_server.reset()
-    return emulator_server
+def emulator_base_config() -> EmulatorConfig:
+    return BASE_CONFIG

@@ -13,9 +13,11 @@ def test_provider_info():
     assert info["package-name"] == "airflow-provider-openai-flex"
     assert info["name"] == "OpenAI Flex"
     assert info["versions"] == [flex_provider.__version__]
-    assert info["connection-types"] == [
-        {"connection-type": "openai_flex", "hook-class-name": "flex_provider.hooks.flex.FlexHook"}
-    ]
+    (conn_type,) = info["connection-types"]
+    assert conn_type["connection-type"] == "openai_flex"
+    assert conn_type["hook-class-name"] == "flex_provider.hooks.flex.FlexHook"
+    assert conn_type["ui-field-behaviour"]["relabeling"] == {"password": "API key", "host": "Base URL"}
+    assert set(conn_type["conn-fields"]) == {"organization", "project"}
 
 
 def test_entry_point_registered():
