@@ -128,6 +128,14 @@ class FlexHook(BaseHook):
             ),
         )
 
+    @staticmethod
+    def ready_client(settings: ClientSettings, *, max_connections: int = 100, timeout: float = 900.0) -> AsyncOpenAI:
+        """A client whose lazily loaded parts (API resources) are loaded now: call it in a thread
+        so that the first request does not stall a shared event loop with imports."""
+        client = FlexHook.build_client(settings, max_connections=max_connections, timeout=timeout)
+        _ = client.responses, client.chat.completions
+        return client
+
     def get_conn(self) -> AsyncOpenAI:
         return self.build_client(self.get_settings())
 

@@ -89,12 +89,13 @@ async def execute_job(
     secrets: tuple[str, ...] = ()
     try:
         client, secrets = await client_factory()
+        store = await asyncio.to_thread(job.store)  # object-storage filesystems may do I/O on creation
         async with client:
             engine = FlexEngine(
                 client,
                 request,
                 options,
-                job.store(),
+                store,
                 secrets=secrets,
                 logger=logger,
                 output_uri=job.output_uri,

@@ -86,3 +86,18 @@ async def test_cleanup_does_not_cancel_remote_work(airflow_db, emu, tmp_path: Pa
         await task
     await trigger.cleanup()
     assert emu.stats()["background"]["cancelled"] == 0
+
+
+def test_trigger_module_imports_no_sdk() -> None:
+    """The triggerer imports trigger classes on its event loop: that import must stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow.triggers.base; before = set(sys.modules); "
+        "import flex_provider.triggers.flex; new = set(sys.modules) - before; "
+        "heavy = sorted(m for m in new if m.split('.')[0] in ('openai', 'httpx2', 'jsonschema', 'jinja2', 'tenacity')); "
+        "print(heavy); assert not heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -1,0 +1,55 @@
+"""What FlexTrigger does, kept apart so the trigger module itself imports fast (see its docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flex_provider.engine.background import cancel_responses
+from flex_provider.engine.runner import FlexEngine
+from flex_provider.hooks.flex import FlexHook
+from flex_provider.utils.job import FlexJob, execute_job
+
+
+def client_factory(job: FlexJob) -> Callable[[], Any]:
+    async def build() -> tuple[Any, tuple[str, ...]]:
+        hook = FlexHook(conn_id=job.conn_id)
+        settings = await hook.aget_settings()
+        max_connections = int(job.options.get("max_concurrency", 32)) + 16
+        timeout = float(job.request.get("timeout", 900))
+        # Building an httpx client (SSL context) and the SDK's lazily imported resources are
+        # blocking work: do it off the triggerer's event loop.
+        client = await asyncio.to_thread(
+            FlexHook.ready_client, settings, max_connections=max_connections, timeout=timeout
+        )
+        return client, (settings.api_key,)
+
+    return build
+
+
+async def run_job(
+    job_dict: dict[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter,
+    on_engine: Callable[[FlexEngine | None], None] | None = None,
+) -> dict[str, Any]:
+    job = FlexJob.from_dict(job_dict)
+    return await execute_job(job, client_factory(job), logger, on_engine=on_engine)
+
+
+async def cancel_outstanding(job_dict: dict[str, Any], engine: FlexEngine | None) -> tuple[int, int]:
+    """Cancel the background responses of a job; returns (cancelled, outstanding)."""
+    job = FlexJob.from_dict(job_dict)
+    if job.options.get("submit_mode") != "background":
+        return 0, 0
+    if engine is not None:
+        ids = engine.outstanding_response_ids()
+    else:
+        state = await asyncio.to_thread(job.store().load)
+        ids = [entry["response_id"] for entry in state.pending.values()]
+    if not ids:
+        return 0, 0
+    client, _ = await client_factory(job)()
+    async with client:
+        return await cancel_responses(client, ids), len(ids)
