@@ -95,7 +95,6 @@ class FlexEngine:
         self.poller = BackgroundPoller(client, options.poll_interval_s) if options.submit_mode == "background" else None
         self._buffer: list[dict[str, Any]] = []
         self._pending_buffer: list[dict[str, Any]] = []
-        self._pending_flushed: asyncio.Event | None = None
         self._flush_lock = asyncio.Lock()
         self._pending_lock = asyncio.Lock()
         self._known_pending: dict[str, dict[str, Any]] = {}
@@ -158,9 +157,10 @@ class FlexEngine:
             raise next((e for e in errors if isinstance(e, FlexRunAborted)), errors[0]) from None
 
     def fingerprint(self) -> str:
-        """What makes two runs' answers interchangeable: the request, not the retry settings."""
+        """What makes two runs' answers interchangeable: the request, not the tier or retry settings."""
         spec = dataclasses.asdict(self.spec)
         spec.pop("timeout", None)
+        spec.pop("service_tier", None)
         spec["prompt_template"] = self.prompt_template
         blob = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -195,7 +195,7 @@ class FlexEngine:
                 record = await self._process(item)
             finally:
                 self.counters.in_flight -= 1
-            self._record(record)
+            self._buffer.append(record)
             if len(self._buffer) >= self.options.flush_every:
                 await self._flush()
 
@@ -409,9 +409,6 @@ class FlexEngine:
     def _account(self, usage: Usage, tier: str | None) -> None:
         self.counters.usage.add(usage)
         self.counters.cost.add(self.prices, self.spec.model, tier, usage)
-
-    def _record(self, record: dict[str, Any]) -> None:
-        self._buffer.append(record)
 
     async def _flush(self, force: bool = False) -> None:
         if not self._buffer and not (force or self._dirty_progress):
