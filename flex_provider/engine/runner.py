@@ -426,30 +426,12 @@ class FlexEngine:
 
     # -- the end -------------------------------------------------------------------------------
     def _finalize(self, started: float) -> dict[str, Any]:
-        succeeded = failed = 0
-        usage = Usage()
-        cost = CostTally()
-        failed_ids: list[str] = []
-        for record in self.store.iter_records():
-            if record.get("status") == "succeeded":
-                succeeded += 1
-            else:
-                failed += 1
-                if len(failed_ids) < 20:
-                    failed_ids.append(record.get("id"))
-            record_usage = Usage.from_dict(record.get("usage"))
-            usage.add(record_usage)
-            cost.add(self.prices, record.get("model") or self.spec.model, record.get("service_tier"), record_usage)
         totals = {name: 0 for name in RunCounters.PERSISTED}
         for session in self.store.load_progress():
             for name in totals:
                 totals[name] += int(session.get(name, 0))
         summary: dict[str, Any] = {
             "status": "success",
-            "total": succeeded + failed,
-            "succeeded": succeeded,
-            "failed": failed,
-            "failed_ids": failed_ids,
             "requests": totals["requests"],
             "unavailable": totals["unavailable"],
             "rate_limited": totals["rate_limited"],
@@ -462,12 +444,35 @@ class FlexEngine:
                 "duplicates_in_input": self.counters.duplicates,
                 "background_reattached": self.counters.background_reattached,
             },
-            "usage": usage.as_dict(),
-            "cost_usd": cost.as_dict(),
             "model": self.spec.model,
             "service_tier": self.spec.service_tier,
             "output_path": self.output_uri,
             "duration_s": round(time.monotonic() - started, 3),
             "finished_at": _now(),
         }
-        return self.store.finalize(summary)
+        return self.store.finalize(summary, self._summarize_records)
+
+    def _summarize_records(self, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Totals over the final records on storage: this run's and earlier sessions' alike."""
+        succeeded = failed = 0
+        usage = Usage()
+        cost = CostTally()
+        failed_ids: list[str] = []
+        for record in records:
+            if record.get("status") == "succeeded":
+                succeeded += 1
+            else:
+                failed += 1
+                if len(failed_ids) < 20:
+                    failed_ids.append(record.get("id"))
+            record_usage = Usage.from_dict(record.get("usage"))
+            usage.add(record_usage)
+            cost.add(self.prices, record.get("model") or self.spec.model, record.get("service_tier"), record_usage)
+        return {
+            "total": succeeded + failed,
+            "succeeded": succeeded,
+            "failed": failed,
+            "failed_ids": failed_ids,
+            "usage": usage.as_dict(),
+            "cost_usd": cost.as_dict(),
+        }

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -187,25 +187,40 @@ class ResultStore:
     def write_progress(self, counters: dict[str, Any]) -> None:
         self._write_whole(self.root / PROGRESS_DIR, f"{self.session}.json", json.dumps(counters))
 
-    def finalize(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Compact duplicate ids away, drop scratch files, then write the manifest (last)."""
+    def finalize(
+        self,
+        manifest: dict[str, Any],
+        summarize: Callable[[Iterable[dict[str, Any]]], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Compact duplicate ids away, drop scratch files, then write the manifest (last).
+
+        ``summarize`` sees every final record once, during the compaction pass (one read of the
+        parts, not one per purpose); what it returns is merged into the manifest."""
         winners = self._winners()
-        for part in self.part_files():
-            records = list(self._read_jsonl(part))
-            keep = [r for r in records if winners.get(r.get("id")) == (part.name, r.get("finished_at"))]
-            for r in keep:  # a record identical in id and time in two parts is kept once
-                winners.pop(r.get("id"), None)
-            if len(keep) != len(records):
-                if keep:
-                    self._write_whole(self.root, part.name, self._lines(keep))
-                else:
-                    part.unlink()
+
+        def final_records() -> Iterator[dict[str, Any]]:
+            for part in self.part_files():
+                records = list(self._read_jsonl(part))
+                keep = [r for r in records if winners.get(r.get("id")) == (part.name, r.get("finished_at"))]
+                for r in keep:  # a record identical in id and time in two parts is kept once
+                    winners.pop(r.get("id"), None)
+                if len(keep) != len(records):
+                    if keep:
+                        self._write_whole(self.root, part.name, self._lines(keep))
+                    else:
+                        part.unlink()
+                yield from keep
+
+        records = final_records()
+        summary = summarize(records) if summarize is not None else {}
+        for _ in records:  # finish compacting whatever summarize did not read
+            pass
         for child in self._children(self.root / PENDING_DIR):
             child.unlink(missing_ok=True)
         for child in self._children(self.root):
             if child.name.startswith(TMP_PREFIX):
                 child.unlink(missing_ok=True)
-        manifest = dict(manifest)
+        manifest = {**manifest, **summary}
         manifest["parts"] = [p.name for p in self.part_files()]
         self._write_whole(self.root, MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
         return manifest
