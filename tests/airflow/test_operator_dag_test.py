@@ -175,3 +175,22 @@ def test_api_key_never_in_logs_xcom_or_outputs(airflow_db, emu, tmp_path: Path, 
     assert "401" in printed.out + printed.err  # the bad task did fail on the key...
     for secret in (API_KEY, "sk-wrong-SECRET-key-1234567890", "SECRET"):
         assert not [h for h in haystacks if secret in h], f"{secret!r} leaked"
+
+
+def test_items_from_upstream_xcom(airflow_db, emu) -> None:
+    dag = write_dag(
+        """
+        from airflow.sdk import task
+
+        @task
+        def fetch():
+            return [{{"id": "r1", "text": "Great product"}}, {{"id": "r2", "text": "Broke after a week"}}]
+
+        FlexLLMOperator(task_id="sentiment", conn_id=CONN_ID, model="gpt-5-nano", api="chat",
+                        instructions="Answer positive, neutral or negative.", items=fetch())
+        """
+    )
+    run = dag.test()
+    assert task_states(run) == {"fetch": "success", "sentiment": "success"}
+    assert [r["id"] for r in xcom(run, "sentiment")] == ["r1", "r2"]
+    assert emu.stats()["by_endpoint"] == {"chat.completions.create": 2}
