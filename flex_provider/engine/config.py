@@ -139,7 +139,7 @@ class RunOptions:
     poll_interval_s: float = 5.0
     flush_every: int = 100
     flush_interval_s: float = 2.0
-    progress_interval_s: float = 10.0
+    progress_interval_s: float = 5.0
     prices: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:

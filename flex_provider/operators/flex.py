@@ -128,7 +128,7 @@ class FlexLLMOperator(BaseOperator):
         submit_mode: str = "inline",
         checkpoint_root: str | None = None,
         poll_interval: float = 5.0,
-        progress_interval: float = 10.0,
+        progress_interval: float = 5.0,
         prices: dict[str, dict[str, float]] | None = None,
         xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES,
         conn_id: str = FlexHook.default_conn_name,
