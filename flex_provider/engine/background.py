@@ -33,10 +33,6 @@ class BackgroundPoller:
         self._wake = asyncio.Event()
         self.polls = 0
 
-    @property
-    def outstanding(self) -> list[str]:
-        return list(self._waiting)
-
     async def wait(self, response_id: str) -> Any:
         """Wait for a terminal response object; raises ResponseGone or a fatal API error."""
         future = self._waiting.get(response_id)

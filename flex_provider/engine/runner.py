@@ -354,11 +354,6 @@ class FlexEngine:
             batch, self._pending_buffer = self._pending_buffer, []
             await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, batch))
 
-    def outstanding_response_ids(self) -> list[str]:
-        """Background responses created but not finished (for on_kill)."""
-        ids = self.poller.outstanding if self.poller else []
-        return ids + [e["response_id"] for e in self._known_pending.values()]
-
     # -- records -----------------------------------------------------------------------------
     def _success(self, item: WorkItem, reply: Reply, attempts: int, fell_back: bool, asked: str) -> dict[str, Any]:
         self.counters.succeeded += 1

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flex_provider.engine.background import cancel_responses
-from flex_provider.engine.runner import FlexEngine
 from flex_provider.hooks.flex import FlexHook
 from flex_provider.utils.job import FlexJob, execute_job
 
@@ -29,25 +28,18 @@ def client_factory(job: FlexJob) -> Callable[[], Any]:
     return build
 
 
-async def run_job(
-    job_dict: dict[str, Any],
-    logger: logging.Logger | logging.LoggerAdapter,
-    on_engine: Callable[[FlexEngine | None], None] | None = None,
-) -> dict[str, Any]:
+async def run_job(job_dict: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> dict[str, Any]:
     job = FlexJob.from_dict(job_dict)
-    return await execute_job(job, client_factory(job), logger, on_engine=on_engine)
+    return await execute_job(job, client_factory(job), logger)
 
 
-async def cancel_outstanding(job_dict: dict[str, Any], engine: FlexEngine | None) -> tuple[int, int]:
-    """Cancel the background responses of a job; returns (cancelled, outstanding)."""
+async def cancel_outstanding(job_dict: dict[str, Any]) -> tuple[int, int]:
+    """Cancel the background responses of a job that have no result yet; returns (cancelled, outstanding)."""
     job = FlexJob.from_dict(job_dict)
     if job.options.get("submit_mode") != "background":
         return 0, 0
-    if engine is not None:
-        ids = engine.outstanding_response_ids()
-    else:
-        state = await asyncio.to_thread(job.store().load)
-        ids = [entry["response_id"] for entry in state.pending.values()]
+    state = await asyncio.to_thread(lambda: job.store().load())
+    ids = [entry["response_id"] for entry in state.pending.values()]
     if not ids:
         return 0, 0
     client, _ = await client_factory(job)()

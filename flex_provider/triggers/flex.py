@@ -33,24 +33,22 @@ class FlexTrigger(BaseTrigger):
     def __init__(self, job: dict[str, Any]) -> None:
         super().__init__()
         self.job = job
-        self._engine: Any = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("flex_provider.triggers.flex.FlexTrigger", {"job": self.job})
 
-    def _set_engine(self, engine: Any) -> None:
-        self._engine = engine
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         runtime = await asyncio.to_thread(_load_runtime)
-        event = await runtime.run_job(self.job, self.log, on_engine=self._set_engine)
+        event = await runtime.run_job(self.job, self.log)
         yield TriggerEvent(event)
 
     async def on_kill(self) -> None:
         """The user marked or cleared the task: cancel background responses still running on
         OpenAI so nobody pays for answers no one will read. (``cleanup()`` deliberately does not:
-        it also runs when the trigger merely moves to another triggerer.)"""
+        it also runs when the trigger merely moves to another triggerer.) By the time this runs,
+        ``run()`` has been cancelled; every response id was checkpointed before being waited on,
+        so storage knows all of them."""
         runtime = await asyncio.to_thread(_load_runtime)
-        cancelled, outstanding = await runtime.cancel_outstanding(self.job, self._engine)
+        cancelled, outstanding = await runtime.cancel_outstanding(self.job)
         if outstanding:
             self.log.info("flex on_kill: cancelled %d of %d outstanding background response(s)", cancelled, outstanding)

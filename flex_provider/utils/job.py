@@ -79,7 +79,6 @@ async def execute_job(
     job: FlexJob,
     client_factory: ClientFactory,
     logger: logging.Logger | logging.LoggerAdapter,
-    on_engine: Callable[[FlexEngine | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run a job to the end and return a small, JSON-native event payload (never results or secrets).
 
@@ -101,8 +100,6 @@ async def execute_job(
                 output_uri=job.output_uri,
                 prompt_template=job.prompt_template,
             )
-            if on_engine:
-                on_engine(engine)
             summary = await engine.run(job.iter_items(), total=job.total)
     except FlexRunAborted as exc:
         return {"status": "error", "kind": "aborted", "message": redact(str(exc), secrets), "work_uri": job.work_uri}
@@ -114,9 +111,6 @@ async def execute_job(
         logger.exception("flex run failed")
         message = f"{type(exc).__name__}: {redact(str(exc), secrets)}"
         return {"status": "error", "kind": "internal", "message": message, "work_uri": job.work_uri}
-    finally:
-        if on_engine:
-            on_engine(None)
     return {
         "status": "success",
         "work_uri": job.work_uri,
