@@ -23,7 +23,14 @@ from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import FlexHook
 from flex_provider.triggers.flex import FlexTrigger
-from flex_provider.utils.job import INLINE_ITEMS_MAX_BYTES, STAGED_INPUT_NAME, FlexJob, execute_job, json_size
+from flex_provider.utils.job import (
+    INLINE_ITEMS_MAX_BYTES,
+    STAGED_INPUT_NAME,
+    FlexJob,
+    execute_job,
+    job_client,
+    json_size,
+)
 from flex_provider.utils.storage import default_checkpoint_root, storage_path, task_checkpoint_uri, to_uri
 
 DEFAULT_XCOM_MAX_BYTES = 1024 * 1024
@@ -273,10 +280,7 @@ class FlexLLMOperator(BaseOperator):
             self.defer(trigger=FlexTrigger(job.to_dict()), method_name="execute_complete")
 
         async def client_factory() -> tuple[Any, tuple[str, ...]]:
-            client = FlexHook.build_client(
-                settings, max_connections=self.run_options.max_concurrency + 16, timeout=self.timeout
-            )
-            return client, (settings.api_key,)
+            return job_client(job, settings), (settings.api_key,)
 
         event = asyncio.run(execute_job(job, client_factory, self.log))
         return self.execute_complete(context, event)

@@ -9,20 +9,14 @@ from typing import Any
 
 from flex_provider.engine.background import cancel_responses
 from flex_provider.hooks.flex import FlexHook
-from flex_provider.utils.job import FlexJob, execute_job
+from flex_provider.utils.job import FlexJob, execute_job, job_client
 
 
 def client_factory(job: FlexJob) -> Callable[[], Any]:
     async def build() -> tuple[Any, tuple[str, ...]]:
-        hook = FlexHook(conn_id=job.conn_id)
-        settings = await hook.aget_settings()
-        max_connections = int(job.options.get("max_concurrency", 32)) + 16
-        timeout = float(job.request.get("timeout", 900))
-        # Building an httpx client (SSL context) and the SDK's lazily imported resources are
-        # blocking work: do it off the triggerer's event loop.
-        client = await asyncio.to_thread(
-            FlexHook.ready_client, settings, max_connections=max_connections, timeout=timeout
-        )
+        settings = await FlexHook(conn_id=job.conn_id).aget_settings()
+        # Building the client is blocking work: keep it off the triggerer's event loop.
+        client = await asyncio.to_thread(job_client, job, settings)
         return client, (settings.api_key,)
 
     return build

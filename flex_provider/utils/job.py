@@ -20,6 +20,7 @@ from flex_provider.engine.errors import FlexInputError, FlexRunAborted, redact
 from flex_provider.engine.items import PromptBuilder, WorkItem, iter_jsonl, iter_list
 from flex_provider.engine.runner import FlexEngine
 from flex_provider.engine.store import ResultStore
+from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.utils.storage import storage_path
 
 INLINE_ITEMS_MAX_BYTES = 32 * 1024  # larger item lists are staged to storage before deferring
@@ -73,6 +74,14 @@ class FlexJob:
 
 
 ClientFactory = Callable[[], Awaitable[tuple[Any, tuple[str, ...]]]]
+
+
+def job_client(job: FlexJob, settings: ClientSettings) -> Any:
+    """The client a job runs with: a connection per request in flight, plus headroom for polls and
+    cancels. Blocking (SSL context, SDK resources): on a shared event loop call it in a thread."""
+    max_connections = int(job.options.get("max_concurrency", 32)) + 16
+    timeout = float(job.request.get("timeout", 900))
+    return FlexHook.ready_client(settings, max_connections=max_connections, timeout=timeout)
 
 
 async def execute_job(
