@@ -145,11 +145,22 @@ class ResultStore:
     def iter_records(self) -> Iterator[dict[str, Any]]:
         """The final record of every item, each id once, in part order."""
         winners = self._winners()
-        for part, record in self.iter_part_records():
+        for part in self.part_files():
+            yield from self._take_winners(part, self._read_jsonl(part), winners)
+
+    @staticmethod
+    def _take_winners(
+        part: Any, records: Iterable[dict[str, Any]], winners: dict[str, tuple[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The records of ``part`` that are their id's winner; each winner is taken once, so a
+        record repeated verbatim (same id and time) survives only where it is met first."""
+        keep = []
+        for record in records:
             rid = record.get("id")
             if winners.get(rid) == (part.name, record.get("finished_at")):
                 winners.pop(rid)
-                yield record
+                keep.append(record)
+        return keep
 
     def _winners(self) -> dict[str, tuple[str, Any]]:
         best: dict[str, tuple[tuple[int, str], str, Any]] = {}
@@ -201,9 +212,7 @@ class ResultStore:
         def final_records() -> Iterator[dict[str, Any]]:
             for part in self.part_files():
                 records = list(self._read_jsonl(part))
-                keep = [r for r in records if winners.get(r.get("id")) == (part.name, r.get("finished_at"))]
-                for r in keep:  # a record identical in id and time in two parts is kept once
-                    winners.pop(r.get("id"), None)
+                keep = self._take_winners(part, records, winners)
                 if len(keep) != len(records):
                     if keep:
                         self._write_whole(self.root, part.name, self._lines(keep))

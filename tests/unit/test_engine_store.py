@@ -280,3 +280,13 @@ def test_finalize_summarizes_final_records_in_the_compaction_pass(tmp_path, monk
     assert sorted(seen) == ["a", "b", "c"] and manifest["total"] == 3 and manifest["status"] == "success"
     assert len(reads) == 2 * len(manifest["parts"])
     assert json.loads((tmp_path / store_module.MANIFEST_NAME).read_text())["total"] == 3
+
+
+def test_finalize_keeps_a_record_repeated_within_one_part_once(tmp_path):
+    # finalize used its own copy of the winner filter, which kept both copies of a record repeated
+    # verbatim inside one part; iter_records kept one. Both now share one filter.
+    store = store_module.ResultStore(tmp_path, session="s1")
+    store.write_part([ok("a", T(1)), ok("a", T(1)), ok("b", T(1))])
+    manifest = store.finalize({"status": "success"})
+    (part,) = manifest["parts"]
+    assert [r["id"] for r in read_lines(tmp_path / part)] == ["a", "b"]
