@@ -56,6 +56,37 @@ def new_session_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def _dump_line(record: Any) -> str:
+    """One JSON line for ``record`` that cannot fail: item content must never cost a part."""
+    try:
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        line.encode("utf-8")
+        return line + "\n"
+    except (UnicodeEncodeError, TypeError, ValueError, RecursionError):
+        pass  # lone surrogates: escaped below; non-string keys, cycles: those fields as text
+    try:
+        return json.dumps(record, ensure_ascii=True, default=str) + "\n"
+    except (TypeError, ValueError, RecursionError):
+        pass
+    if not isinstance(record, dict):
+        return json.dumps(_as_text(record)) + "\n"
+    fields: dict[str, Any] = {}
+    for key, value in record.items():
+        try:
+            json.dumps(value, default=str)
+        except (TypeError, ValueError, RecursionError):
+            value = _as_text(value)
+        fields[key if isinstance(key, str) else _as_text(key)] = value
+    return json.dumps(fields, ensure_ascii=True, default=str) + "\n"
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not cost the part either
+        return f"<unrepresentable {type(value).__name__}>"
+
+
 def _rank(record: dict[str, Any]) -> tuple[int, str]:
     return (1 if record.get("status") == "succeeded" else 0, str(record.get("finished_at", "")))
 
@@ -181,7 +212,18 @@ class ResultStore:
 
     @staticmethod
     def _lines(records: list[dict[str, Any]]) -> str:
-        return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        """JSON Lines that always encode as UTF-8, whatever the records hold.
+
+        Readable UTF-8 first (``ensure_ascii=False``); the whole text is checked once, and only if
+        something cannot be encoded (a lone surrogate, half an emoji) is each record redone on its
+        own, falling back to ``\\uXXXX`` escapes (which ``json.loads`` reads back to the same
+        string) and, for what JSON cannot hold at all, to text (see :func:`_dump_line`)."""
+        try:
+            text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+            text.encode("utf-8")
+            return text
+        except (UnicodeEncodeError, TypeError, ValueError, RecursionError):
+            return "".join(_dump_line(r) for r in records)
 
     def write_part(self, records: list[dict[str, Any]]) -> str:
         self._seq += 1
@@ -196,7 +238,7 @@ class ResultStore:
         )
 
     def write_progress(self, counters: dict[str, Any]) -> None:
-        self._write_whole(self.root / PROGRESS_DIR, f"{self.session}.json", json.dumps(counters))
+        self._write_whole(self.root / PROGRESS_DIR, f"{self.session}.json", json.dumps(counters, default=str))
 
     def finalize(
         self,

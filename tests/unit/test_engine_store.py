@@ -290,3 +290,48 @@ def test_finalize_keeps_a_record_repeated_within_one_part_once(tmp_path):
     manifest = store.finalize({"status": "success"})
     (part,) = manifest["parts"]
     assert [r["id"] for r in read_lines(tmp_path / part)] == ["a", "b"]
+
+
+# -- 1. no item content can make a write fail ---------------------------------------------------
+
+
+def test_lone_surrogates_in_id_output_and_error_round_trip(tmp_path):
+    # A lone surrogate (half an emoji, e.g. from a model output cut mid-character) cannot be
+    # encoded as UTF-8: the whole part (results already paid for) used to be lost.
+    store = ResultStore(tmp_path)
+    bad_error = failed("e\ud83d", T(2), retryable=False)
+    bad_error["error"]["message"] = "broken \udfff message"
+    records = [
+        ok("plain", T(1), output="é ü"),
+        ok("id-\ud83d", T(1), output="half an emoji: \ud83d"),
+        ok("nested", T(1), output={"k\udc00": ["\ud800", 1]}),
+        bad_error,
+    ]
+    name = store.write_part(records)
+    store.write_pending([{"id": "p\ud83d", "response_id": "resp_\udfff", "tier": "flex"}])
+    assert read_lines(tmp_path / name) == records
+    assert "é ü" in (tmp_path / name).read_text(encoding="utf-8")  # the clean record stays readable
+    assert list(store.iter_records()) == records
+    state = store.load()
+    assert set(state.final_ids) == {r["id"] for r in records}
+    assert set(state.pending) == {"p\ud83d"}
+    manifest = store.finalize({"note": "\ud83d"})
+    assert store.read_manifest() == manifest
+
+
+def test_unserializable_output_does_not_lose_the_part(tmp_path):
+    # JSON cannot hold a dict with tuple keys or a cyclic list; ``default=str`` does not cover
+    # those. The other records of the part, and the item's id and status, must still be stored.
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    store = ResultStore(tmp_path)
+    name = store.write_part(
+        [ok("a", T(1)), ok("b", T(1), output={(1, 2): "x"}), ok("c", T(1), output=cyclic), ok("d", T(1), output=object)]
+    )
+    by_id = {r["id"]: r for r in read_lines(tmp_path / name)}
+    assert by_id["a"] == ok("a", T(1))
+    assert by_id["b"]["status"] == by_id["c"]["status"] == "succeeded"
+    assert by_id["b"]["output"] == repr({(1, 2): "x"})  # stored as text rather than lost
+    assert isinstance(by_id["c"]["output"], str)
+    assert by_id["d"]["output"] == str(object)  # default=str, as before
+    assert set(store.load().final_ids) == {"a", "b", "c", "d"}
