@@ -18,6 +18,8 @@ All methods are blocking: the engine calls them through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +35,18 @@ PART_SUFFIX = ".jsonl"
 TMP_PREFIX = "_tmp-"
 PENDING_DIR = "_pending"
 PROGRESS_DIR = "_progress"
+RECORD_STATUSES = frozenset({"succeeded", "failed"})
+SESSION_PATTERN = r"\d{8}T\d{6}-[0-9a-f]{6}"  # what new_session_id() makes
+_SESSION_RE = re.compile(SESSION_PATTERN)
+_PART_RE = re.compile(rf"{re.escape(PART_PREFIX)}{SESSION_PATTERN}-\d{{5,}}{re.escape(PART_SUFFIX)}")
+_UNREADABLE = object()  # a line that is not UTF-8 JSON
+
+log = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(FlexInputError):
+    """A file the store keeps (``_job.json``, ``_manifest.json``) cannot be read; the message names
+    the file and what to do about it."""
 
 
 class PathLike(Protocol):
@@ -49,6 +63,28 @@ class PathLike(Protocol):
     def write_text(self, data: str, **kwargs: Any) -> Any: ...
     def rename(self, target: Any) -> Any: ...
     def unlink(self, missing_ok: bool = ...) -> None: ...
+
+
+def is_session_id(value: str) -> bool:
+    return _SESSION_RE.fullmatch(value) is not None
+
+
+def is_part_name(name: str) -> bool:
+    """``part-<session>-<seq>.jsonl`` exactly as :meth:`ResultStore.write_part` names them."""
+    return _PART_RE.fullmatch(name) is not None
+
+
+def as_record(value: Any) -> dict[str, Any] | None:
+    """``value`` if it is a result record (an object with a string id, a known status and a string
+    or no prompt_hash), else None: anything else is treated as no result."""
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+        and value.get("status") in RECORD_STATUSES
+        and isinstance(value.get("prompt_hash"), str | None)
+    ):
+        return value
+    return None
 
 
 def new_session_id() -> str:
@@ -95,7 +131,8 @@ def is_final(record: dict[str, Any]) -> bool:
     """A success, or a failure that a new attempt cannot fix (bad request, invalid output)."""
     if record.get("status") == "succeeded":
         return True
-    return not (record.get("error") or {}).get("retryable", False)
+    error = record.get("error")
+    return not (isinstance(error, dict) and error.get("retryable", False))
 
 
 @dataclass
@@ -110,6 +147,11 @@ class StoreState:
 
 class ResultStore:
     def __init__(self, root: Any, session: str | None = None) -> None:
+        if session is not None and not is_session_id(session):
+            raise ValueError(
+                f"session {session!r} does not look like new_session_id() (YYYYMMDDTHHMMSS-<6 hex>): "
+                "its parts would be named in a way the store never reads back"
+            )
         self.root = root
         self.session = session or new_session_id()
         self._seq = 0
@@ -123,84 +165,134 @@ class ResultStore:
             return []
 
     def part_files(self) -> list[Any]:
-        return [p for p in self._children(self.root) if p.name.startswith(PART_PREFIX) and p.name.endswith(PART_SUFFIX)]
+        """The part files this store (any session) wrote; other files, even ``part-*.jsonl`` ones
+        such as a user's input file placed in the folder, are never read as results."""
+        return [p for p in self._children(self.root) if is_part_name(p.name)]
 
     @staticmethod
-    def _read_jsonl(path: Any) -> Iterator[dict[str, Any]]:
-        with path.open("r", encoding="utf-8") as handle:
-            for line in handle:
-                line = line.strip()
-                if not line:
+    def _read_lines(path: Any) -> Iterator[tuple[int, int, Any]]:
+        """``(line number, size in bytes, JSON value)`` of each non-blank line; the value is
+        ``_UNREADABLE`` for a line that is not UTF-8 JSON. Only a torn write makes one in a part
+        (parts are renamed into place whole): that item has no result yet and is done again."""
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle):
+                if not raw.strip():
                     continue
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    # Only a torn write can do this (parts are renamed into place whole); the
-                    # item simply has no result yet and will be done again.
-                    continue
+                    value = json.loads(raw.decode("utf-8"))
+                except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
+                    value = _UNREADABLE
+                yield number, len(raw), value
+
+    @classmethod
+    def _read_jsonl(cls, path: Any) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a JSON Lines file, skipping every other line."""
+        for _, _, value in cls._read_lines(path):
+            if isinstance(value, dict):
+                yield value
+
+    def _rows(self) -> Iterator[tuple[Any, int, int, dict[str, Any] | None]]:
+        """``(part, line number, size, record or None)`` of every non-blank line of every part."""
+        for part in self.part_files():
+            for number, size, value in self._read_lines(part):
+                yield part, number, size, as_record(value)
 
     def iter_part_records(self) -> Iterator[tuple[Any, dict[str, Any]]]:
-        for part in self.part_files():
-            for record in self._read_jsonl(part):
+        for part, _, _, record in self._rows():
+            if record is not None:
                 yield part, record
 
     def load(self) -> StoreState:
         state = StoreState()
-        for _, record in self.iter_part_records():
-            rid = record.get("id")
-            if rid is None:
+        skipped: dict[str, int] = {}
+        for part, _, _, record in self._rows():
+            if record is None:
+                skipped[part.name] = skipped.get(part.name, 0) + 1
                 continue
+            rid = record["id"]
             if is_final(record):
                 state.final_ids.add(rid)
                 state.retryable_ids.discard(rid)
             elif rid not in state.final_ids:
                 state.retryable_ids.add(rid)
+        if skipped:
+            log.warning(
+                "%s: ignored %d line(s) that are not result records (torn write?) in %s; those items "
+                "have no result and are done again",
+                self.root,
+                sum(skipped.values()),
+                ", ".join(sorted(skipped)),
+            )
         for entry_file in self._children(self.root / PENDING_DIR):
             for entry in self._read_jsonl(entry_file):
-                if entry.get("id") not in state.final_ids:
-                    state.pending[entry["id"]] = entry
-        manifest = self.root / MANIFEST_NAME
-        if manifest.exists():
-            state.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+                rid = entry.get("id")
+                if isinstance(rid, str) and isinstance(entry.get("response_id"), str) and rid not in state.final_ids:
+                    state.pending[rid] = entry
+        try:
+            state.manifest = self.read_manifest()
+        except CorruptCheckpointError as exc:  # the end of this run rewrites it
+            log.warning("%s", exc)
         return state
 
     def load_progress(self) -> list[dict[str, Any]]:
         out = []
         for path in self._children(self.root / PROGRESS_DIR):
             try:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
-            except (json.JSONDecodeError, OSError):
+                with path.open("rb") as handle:
+                    value = json.loads(handle.read().decode("utf-8"))
+            except (ValueError, RecursionError, OSError):
                 continue
+            if isinstance(value, dict):
+                out.append(value)
         return out
 
     def iter_records(self) -> Iterator[dict[str, Any]]:
         """The final record of every item, each id once, in part order."""
         winners = self._winners()
         for part in self.part_files():
-            yield from self._take_winners(part, self._read_jsonl(part), winners)
+            yield from self._take_winners(part, self._read_lines(part), winners)
 
     @staticmethod
     def _take_winners(
-        part: Any, records: Iterable[dict[str, Any]], winners: dict[str, tuple[str, Any]]
+        part: Any, rows: Iterable[tuple[int, int, Any]], winners: dict[str, tuple[str, int]]
     ) -> list[dict[str, Any]]:
-        """The records of ``part`` that are their id's winner; each winner is taken once, so a
-        record repeated verbatim (same id and time) survives only where it is met first."""
+        """The records of ``part`` that are their id's winner (named by part and line number)."""
         keep = []
-        for record in records:
-            rid = record.get("id")
-            if winners.get(rid) == (part.name, record.get("finished_at")):
-                winners.pop(rid)
+        for number, _, value in rows:
+            record = as_record(value)
+            if record is not None and winners.get(record["id"]) == (part.name, number):
                 keep.append(record)
         return keep
 
-    def _winners(self) -> dict[str, tuple[str, Any]]:
-        best: dict[str, tuple[tuple[int, str], str, Any]] = {}
-        for part, record in self.iter_part_records():
-            rid = record.get("id")
+    def _winners(self) -> dict[str, tuple[str, int]]:
+        """id -> (part name, line number) of its winning record."""
+        best: dict[str, tuple[tuple[int, str], str, int]] = {}
+        for part, number, _, record in self._rows():
+            if record is None:
+                continue
+            rid = record["id"]
             rank = _rank(record)
-            if rid not in best or rank > best[rid][0]:
-                best[rid] = (rank, part.name, record.get("finished_at"))
-        return {rid: (name, finished) for rid, (_, name, finished) in best.items()}
+            if rid not in best or rank > best[rid][0]:  # on a tie the record met first stays
+                best[rid] = (rank, part.name, number)
+        return {rid: (name, number) for rid, (_, name, number) in best.items()}
+
+    @staticmethod
+    def _read_object(path: Any) -> dict[str, Any] | None:
+        """A JSON object file: None if absent; CorruptCheckpointError if it is not a JSON object."""
+        try:
+            if not path.exists():
+                return None
+            with path.open("rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise CorruptCheckpointError(f"{path} is not readable JSON ({type(exc).__name__})") from None
+        if not isinstance(value, dict):
+            raise CorruptCheckpointError(f"{path} holds a JSON {type(value).__name__}, not an object")
+        return value
 
     # -- writing ---------------------------------------------------------------------------
     def _write_whole(self, folder: Any, name: str, text: str) -> None:
@@ -253,9 +345,9 @@ class ResultStore:
 
         def final_records() -> Iterator[dict[str, Any]]:
             for part in self.part_files():
-                records = list(self._read_jsonl(part))
-                keep = self._take_winners(part, records, winners)
-                if len(keep) != len(records):
+                rows = list(self._read_lines(part))
+                keep = self._take_winners(part, rows, winners)
+                if len(keep) != len(rows):  # duplicates, losers or unreadable lines: rewrite
                     if keep:
                         self._write_whole(self.root, part.name, self._lines(keep))
                     else:
@@ -283,8 +375,15 @@ class ResultStore:
         would otherwise "resume" from answers to a different question. The first run writes
         ``_job.json``; later runs must match it."""
         path = self.root / JOB_NAME
-        if path.exists():
-            existing = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            existing = self._read_object(path)
+        except CorruptCheckpointError as exc:
+            raise CorruptCheckpointError(
+                f"{exc}. It records which request the results in {self.root} answer. Delete {path} to "
+                "accept the results already there as this request's (the next run rewrites it), or use "
+                "a new output_path to start over."
+            ) from None
+        if existing is not None:
             if existing.get("fingerprint") != fingerprint:
                 raise FlexInputError(
                     f"output_path: {self.root} holds results of a different request "
@@ -292,8 +391,17 @@ class ResultStore:
                     "to different prompts. Use a new output_path, or delete that folder to start over."
                 )
             return
-        self._write_whole(self.root, JOB_NAME, json.dumps({"fingerprint": fingerprint, "request": description}))
+        self._write_whole(
+            self.root, JOB_NAME, json.dumps({"fingerprint": fingerprint, "request": description}, default=str)
+        )
 
     def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None before a run completed; CorruptCheckpointError names a bad one."""
         path = self.root / MANIFEST_NAME
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        try:
+            return self._read_object(path)
+        except CorruptCheckpointError as exc:
+            raise CorruptCheckpointError(
+                f"{exc}. It is only a summary, rewritten at the end of every run: delete {path} and "
+                "run the task again (finished results are kept and not paid for twice)."
+            ) from None

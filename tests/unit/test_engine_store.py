@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from flex_provider.engine import store as store_module
+from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.store import (
+    JOB_NAME,
     MANIFEST_NAME,
     PENDING_DIR,
+    CorruptCheckpointError,
     ResultStore,
     is_final,
     new_session_id,
@@ -28,6 +31,11 @@ def failed(rid: str, at: str, retryable: bool) -> dict:
         "error": {"type": "X", "message": "m", "retryable": retryable},
         "finished_at": at,
     }
+
+
+def S(n: int) -> str:
+    """A session id of the shape new_session_id() makes; sorts by n."""
+    return f"20250601T1200{n:02d}-{n:06x}"
 
 
 def T(second: int) -> str:
@@ -52,10 +60,10 @@ def test_is_final():
 
 
 def test_write_part_names_and_contents(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     first = store.write_part([ok("a", T(1)), failed("b", T(2), retryable=False)])
     second = store.write_part([ok("c", T(3), output="é ü")])
-    assert (first, second) == ("part-S1-00001.jsonl", "part-S1-00002.jsonl")
+    assert (first, second) == (f"part-{S(1)}-00001.jsonl", f"part-{S(1)}-00002.jsonl")
     assert read_lines(tmp_path / first) == [ok("a", T(1)), failed("b", T(2), retryable=False)]
     assert "é ü" in (tmp_path / second).read_text(encoding="utf-8")  # ensure_ascii=False
     assert [p.name for p in store.part_files()] == [first, second]
@@ -63,12 +71,12 @@ def test_write_part_names_and_contents(tmp_path):
 
 
 def test_load_empty_or_missing_root(tmp_path):
-    state = ResultStore(tmp_path / "does-not-exist", session="S").load()
+    state = ResultStore(tmp_path / "does-not-exist", session=S(1)).load()
     assert (state.final_ids, state.retryable_ids, state.pending, state.manifest) == (set(), set(), {}, None)
 
 
 def test_load_final_and_retryable_ids(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     store.write_part([ok("a", T(1)), failed("b", T(2), retryable=False), failed("c", T(3), retryable=True)])
     store.write_part([failed("d", T(4), retryable=True), ok("d", T(5)), {"status": "succeeded"}])
     state = store.load()
@@ -77,15 +85,15 @@ def test_load_final_and_retryable_ids(tmp_path):
 
 
 def test_retryable_failure_after_final_does_not_make_it_retryable(tmp_path):
-    ResultStore(tmp_path, session="S1").write_part([ok("a", T(1))])
-    ResultStore(tmp_path, session="S2").write_part([failed("a", T(2), retryable=True)])
-    state = ResultStore(tmp_path, session="S3").load()
+    ResultStore(tmp_path, session=S(1)).write_part([ok("a", T(1))])
+    ResultStore(tmp_path, session=S(2)).write_part([failed("a", T(2), retryable=True)])
+    state = ResultStore(tmp_path, session=S(3)).load()
     assert state.final_ids == {"a"}
     assert state.retryable_ids == set()
 
 
 def test_torn_last_line_is_ignored(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     name = store.write_part([ok("a", T(1)), ok("b", T(2))])
     with (tmp_path / name).open("a", encoding="utf-8") as handle:
         handle.write('{"id": "c", "status": "succ')  # torn write
@@ -95,42 +103,42 @@ def test_torn_last_line_is_ignored(tmp_path):
 
 
 def test_non_part_files_are_ignored(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     store.write_part([ok("a", T(1))])
-    (tmp_path / "_tmp-part-S1-00002.jsonl").write_text(json.dumps(ok("z", T(9))) + "\n")
+    (tmp_path / f"_tmp-part-{S(1)}-00002.jsonl").write_text(json.dumps(ok("z", T(9))) + "\n")
     (tmp_path / "part-notes.txt").write_text(json.dumps(ok("y", T(9))) + "\n")
     (tmp_path / "readme.jsonl").write_text(json.dumps(ok("x", T(9))) + "\n")
     assert store.load().final_ids == {"a"}
 
 
 def test_pending_entries_loaded_unless_final(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
     store.write_pending([{"id": "b", "response_id": "resp_b", "tier": "flex"}])
     store.write_part([ok("a", T(1))])
-    assert sorted(p.name for p in (tmp_path / PENDING_DIR).iterdir()) == ["S1-00001.jsonl", "S1-00002.jsonl"]
+    assert sorted(p.name for p in (tmp_path / PENDING_DIR).iterdir()) == [f"{S(1)}-00001.jsonl", f"{S(1)}-00002.jsonl"]
     state = store.load()
     assert state.pending == {"b": {"id": "b", "response_id": "resp_b", "tier": "flex"}}
 
 
 def test_pending_entry_survives_retryable_failure(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
     store.write_part([failed("a", T(1), retryable=True)])
     assert set(store.load().pending) == {"a"}
 
 
 def test_progress_written_per_session_and_read_back(tmp_path):
-    ResultStore(tmp_path, session="S1").write_progress({"requests": 3})
-    s2 = ResultStore(tmp_path, session="S2")
+    ResultStore(tmp_path, session=S(1)).write_progress({"requests": 3})
+    s2 = ResultStore(tmp_path, session=S(2))
     s2.write_progress({"requests": 1})
     s2.write_progress({"requests": 5})  # overwrites its own session file
-    (tmp_path / "_progress" / "S3.json").write_text("{broken")
+    (tmp_path / "_progress" / f"{S(3)}.json").write_text("{broken")
     assert s2.load_progress() == [{"requests": 3}, {"requests": 5}]
 
 
 def test_iter_records_yields_each_id_once_with_the_winner(tmp_path):
-    ResultStore(tmp_path, session="S1").write_part(
+    ResultStore(tmp_path, session=S(1)).write_part(
         [
             failed("a", T(1), retryable=True),
             ok("b", T(2), output="old b"),
@@ -138,10 +146,10 @@ def test_iter_records_yields_each_id_once_with_the_winner(tmp_path):
             ok("e", T(3)),
         ]
     )
-    ResultStore(tmp_path, session="S2").write_part(
+    ResultStore(tmp_path, session=S(2)).write_part(
         [ok("a", T(4)), ok("b", T(5), output="new b"), failed("c", T(6), retryable=True), ok("d", T(7))]
     )
-    records = list(ResultStore(tmp_path, session="S3").iter_records())
+    records = list(ResultStore(tmp_path, session=S(3)).iter_records())
     assert [r["id"] for r in records] == ["e", "a", "b", "c", "d"]  # part order
     by_id = {r["id"]: r for r in records}
     assert by_id["a"]["status"] == "succeeded"  # success beats failure
@@ -150,40 +158,40 @@ def test_iter_records_yields_each_id_once_with_the_winner(tmp_path):
 
 
 def test_success_beats_newer_failure(tmp_path):
-    ResultStore(tmp_path, session="S1").write_part([ok("a", T(1))])
-    ResultStore(tmp_path, session="S2").write_part([failed("a", T(9), retryable=False)])
-    records = list(ResultStore(tmp_path, session="S3").iter_records())
+    ResultStore(tmp_path, session=S(1)).write_part([ok("a", T(1))])
+    ResultStore(tmp_path, session=S(2)).write_part([failed("a", T(9), retryable=False)])
+    records = list(ResultStore(tmp_path, session=S(3)).iter_records())
     assert records == [ok("a", T(1))]
 
 
 def test_identical_record_in_two_parts_counted_once(tmp_path):
     record = ok("a", T(1))
-    ResultStore(tmp_path, session="S1").write_part([record])
-    ResultStore(tmp_path, session="S2").write_part([record])  # two overlapping triggers
-    store = ResultStore(tmp_path, session="S3")
+    ResultStore(tmp_path, session=S(1)).write_part([record])
+    ResultStore(tmp_path, session=S(2)).write_part([record])  # two overlapping triggers
+    store = ResultStore(tmp_path, session=S(3))
     assert list(store.iter_records()) == [record]
     manifest = store.finalize({})
-    assert manifest["parts"] == ["part-S1-00001.jsonl"]
-    assert not (tmp_path / "part-S2-00001.jsonl").exists()
+    assert manifest["parts"] == [f"part-{S(1)}-00001.jsonl"]
+    assert not (tmp_path / f"part-{S(2)}-00001.jsonl").exists()
 
 
 def test_finalize_compacts_duplicates_across_parts(tmp_path):
-    ResultStore(tmp_path, session="S1").write_part(
+    ResultStore(tmp_path, session=S(1)).write_part(
         [failed("a", T(1), retryable=True), ok("b", T(2), output="old b"), ok("keep", T(3))]
     )
-    ResultStore(tmp_path, session="S2").write_part([ok("a", T(4)), ok("b", T(5), output="new b")])
-    ResultStore(tmp_path, session="S3").write_part([failed("a", T(8), retryable=False)])  # loses to the success
-    store = ResultStore(tmp_path, session="S4")
+    ResultStore(tmp_path, session=S(2)).write_part([ok("a", T(4)), ok("b", T(5), output="new b")])
+    ResultStore(tmp_path, session=S(3)).write_part([failed("a", T(8), retryable=False)])  # loses to the success
+    store = ResultStore(tmp_path, session=S(4))
     manifest = store.finalize({"status": "success", "total": 3})
 
     assert manifest == {
         "status": "success",
         "total": 3,
-        "parts": ["part-S1-00001.jsonl", "part-S2-00001.jsonl"],
+        "parts": [f"part-{S(1)}-00001.jsonl", f"part-{S(2)}-00001.jsonl"],
     }
-    assert read_lines(tmp_path / "part-S1-00001.jsonl") == [ok("keep", T(3))]
-    assert read_lines(tmp_path / "part-S2-00001.jsonl") == [ok("a", T(4)), ok("b", T(5), output="new b")]
-    assert not (tmp_path / "part-S3-00001.jsonl").exists()  # emptied part removed
+    assert read_lines(tmp_path / f"part-{S(1)}-00001.jsonl") == [ok("keep", T(3))]
+    assert read_lines(tmp_path / f"part-{S(2)}-00001.jsonl") == [ok("a", T(4)), ok("b", T(5), output="new b")]
+    assert not (tmp_path / f"part-{S(3)}-00001.jsonl").exists()  # emptied part removed
     all_ids = [r["id"] for p in store.part_files() for r in read_lines(p)]
     assert sorted(all_ids) == ["a", "b", "keep"]  # each id exactly once on disk
     assert json.loads((tmp_path / MANIFEST_NAME).read_text()) == manifest
@@ -192,7 +200,7 @@ def test_finalize_compacts_duplicates_across_parts(tmp_path):
 
 
 def test_finalize_leaves_parts_without_duplicates_untouched(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     name = store.write_part([ok("a", T(1)), ok("b", T(2))])
     before = (tmp_path / name).stat().st_mtime_ns, (tmp_path / name).read_bytes()
     store.finalize({})
@@ -200,10 +208,10 @@ def test_finalize_leaves_parts_without_duplicates_untouched(tmp_path):
 
 
 def test_finalize_clears_pending_and_tmp_files(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
     store.write_part([failed("a", T(1), retryable=True)])
-    (tmp_path / "_tmp-part-S0-00009.jsonl").write_text("half")
+    (tmp_path / f"_tmp-part-{S(0)}-00009.jsonl").write_text("half")
     assert store.load().pending
     store.finalize({})
     assert list((tmp_path / PENDING_DIR).iterdir()) == []
@@ -212,8 +220,8 @@ def test_finalize_clears_pending_and_tmp_files(tmp_path):
 
 
 def test_manifest_is_written_last(tmp_path, monkeypatch):
-    store = ResultStore(tmp_path, session="S2")
-    ResultStore(tmp_path, session="S1").write_part([ok("a", T(1))])
+    store = ResultStore(tmp_path, session=S(2))
+    ResultStore(tmp_path, session=S(1)).write_part([ok("a", T(1))])
     store.write_part([ok("a", T(2)), ok("b", T(3))])
     store.write_pending([{"id": "c", "response_id": "resp_c", "tier": "flex"}])
 
@@ -225,7 +233,7 @@ def test_manifest_is_written_last(tmp_path, monkeypatch):
         events.append(f"write {name}")
         if name == MANIFEST_NAME:  # at this moment everything else must already be in place
             assert list((tmp_path / PENDING_DIR).iterdir()) == []
-            assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-S2-00001.jsonl"]
+            assert sorted(p.name for p in tmp_path.glob("part-*")) == [f"part-{S(2)}-00001.jsonl"]
         return original_write(self, folder, name, text)
 
     def spy_unlink(self, missing_ok=False):
@@ -237,13 +245,13 @@ def test_manifest_is_written_last(tmp_path, monkeypatch):
     manifest = store.finalize({"status": "success"})
 
     assert events[-1] == f"write {MANIFEST_NAME}"
-    assert "unlink part-S1-00001.jsonl" in events
-    assert "unlink S2-00001.jsonl" in events
-    assert manifest["parts"] == ["part-S2-00001.jsonl"]
+    assert f"unlink part-{S(1)}-00001.jsonl" in events
+    assert f"unlink {S(2)}-00001.jsonl" in events
+    assert manifest["parts"] == [f"part-{S(2)}-00001.jsonl"]
 
 
 def test_no_manifest_before_finalize(tmp_path):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     store.write_part([ok("a", T(1))])
     assert store.read_manifest() is None
     assert not (tmp_path / MANIFEST_NAME).exists()
@@ -251,7 +259,7 @@ def test_no_manifest_before_finalize(tmp_path):
 
 @pytest.mark.parametrize("records", [[], [ok("a", T(1))]])
 def test_finalize_manifest_is_json_with_default_str(tmp_path, records):
-    store = ResultStore(tmp_path, session="S1")
+    store = ResultStore(tmp_path, session=S(1))
     if records:
         store.write_part(records)
     manifest = store.finalize({"path": tmp_path})
@@ -262,13 +270,13 @@ def test_finalize_manifest_is_json_with_default_str(tmp_path, records):
 def test_finalize_summarizes_final_records_in_the_compaction_pass(tmp_path, monkeypatch):
     # Regression (benchmark finding): the end of a run read every part four times; for 100k items
     # that cost seconds and tens of MiB. Now: once to rank, once to compact and summarize.
-    store = store_module.ResultStore(tmp_path, session="s1")
+    store = store_module.ResultStore(tmp_path, session=S(1))
     store.write_part([ok("a", T(1)), failed("b", T(1), retryable=True)])
     store.write_part([ok("b", T(2)), ok("c", T(2))])
     reads: list[str] = []
-    original = store_module.ResultStore._read_jsonl
+    original = store_module.ResultStore._read_lines
     monkeypatch.setattr(
-        store_module.ResultStore, "_read_jsonl", staticmethod(lambda p: (reads.append(p.name), original(p))[1])
+        store_module.ResultStore, "_read_lines", staticmethod(lambda p: (reads.append(p.name), original(p))[1])
     )
     seen: list[str] = []
 
@@ -285,7 +293,7 @@ def test_finalize_summarizes_final_records_in_the_compaction_pass(tmp_path, monk
 def test_finalize_keeps_a_record_repeated_within_one_part_once(tmp_path):
     # finalize used its own copy of the winner filter, which kept both copies of a record repeated
     # verbatim inside one part; iter_records kept one. Both now share one filter.
-    store = store_module.ResultStore(tmp_path, session="s1")
+    store = store_module.ResultStore(tmp_path, session=S(1))
     store.write_part([ok("a", T(1)), ok("a", T(1)), ok("b", T(1))])
     manifest = store.finalize({"status": "success"})
     (part,) = manifest["parts"]
@@ -335,3 +343,153 @@ def test_unserializable_output_does_not_lose_the_part(tmp_path):
     assert isinstance(by_id["c"]["output"], str)
     assert by_id["d"]["output"] == str(object)  # default=str, as before
     assert set(store.load().final_ids) == {"a", "b", "c", "d"}
+
+
+# -- 2. corrupted checkpoints -------------------------------------------------------------------
+
+
+def test_finalize_drops_a_torn_last_line(tmp_path):
+    store = ResultStore(tmp_path, session=S(1))
+    name = store.write_part([ok("a", T(1)), ok("b", T(2))])
+    with (tmp_path / name).open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "c", "status": "succ')  # torn write
+    manifest = store.finalize({})
+    assert manifest["parts"] == [name]
+    assert (tmp_path / name).read_text(encoding="utf-8").splitlines() == [
+        json.dumps(ok("a", T(1)), ensure_ascii=False),
+        json.dumps(ok("b", T(2)), ensure_ascii=False),
+    ]
+
+
+def test_part_truncated_inside_a_multibyte_character(tmp_path):
+    # A truncated file can end in the middle of a UTF-8 sequence: reading the part as text used to
+    # raise UnicodeDecodeError for the whole file, losing every result in it.
+    store = ResultStore(tmp_path, session=S(1))
+    name = store.write_part([ok("a", T(1)), ok("b", T(2), output="日本語")])
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: data.index("本".encode()) + 1])
+    assert set(store.load().final_ids) == {"a"}
+    assert [r["id"] for r in store.iter_records()] == ["a"]
+    store.finalize({})
+    assert read_lines(tmp_path / name) == [ok("a", T(1))]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[1, 2]",
+        '"x"',
+        "3",
+        "null",
+        "true",
+        '{"status": "succeeded"}',
+        '{"id": 5, "status": "succeeded"}',
+        '{"id": null, "status": "succeeded"}',
+        '{"id": "z", "status": "weird"}',
+        '{"id": "z"}',
+        '{"id": "z", "status": "succeeded", "prompt_hash": 12}',
+        "\udcff not json",
+    ],
+)
+def test_lines_that_are_not_records_are_skipped(tmp_path, line):
+    store = ResultStore(tmp_path, session=S(1))
+    name = store.write_part([ok("a", T(1))])
+    with (tmp_path / name).open("a", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(line + "\n")
+    with (tmp_path / name).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(ok("b", T(2))) + "\n")
+    state = store.load()
+    assert set(state.final_ids) == {"a", "b"} and state.retryable_ids == set()
+    assert [r["id"] for r in store.iter_records()] == ["a", "b"]
+    store.finalize({})
+    assert read_lines(tmp_path / name) == [ok("a", T(1)), ok("b", T(2))]  # the stray line is gone
+
+
+def test_failed_record_with_a_non_object_error_is_final(tmp_path):
+    record = {"id": "a", "status": "failed", "output": None, "error": "boom", "finished_at": T(1)}
+    assert is_final(record)
+    store = ResultStore(tmp_path, session=S(1))
+    store.write_part([record])
+    assert set(store.load().final_ids) == {"a"}
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_corrupt_manifest_is_ignored_by_load_and_named_by_read_manifest(tmp_path, content):
+    store = ResultStore(tmp_path, session=S(1))
+    store.write_part([ok("a", T(1))])
+    (tmp_path / MANIFEST_NAME).write_bytes(content)
+    state = store.load()
+    assert state.manifest is None and set(state.final_ids) == {"a"}
+    with pytest.raises(CorruptCheckpointError, match=re.escape(str(tmp_path / MANIFEST_NAME))) as info:
+        store.read_manifest()
+    assert "delete" in str(info.value).lower()
+    assert store.finalize({"status": "success"})["status"] == "success"  # a run rewrites it
+    assert store.read_manifest()["status"] == "success"
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"[1, 2]", b"null", b"\xff\xfe"])
+def test_corrupt_job_file_raises_input_error_naming_the_file(tmp_path, content):
+    (tmp_path / JOB_NAME).write_bytes(content)
+    store = ResultStore(tmp_path, session=S(1))
+    with pytest.raises(FlexInputError) as info:
+        store.claim("fp", {"model": "m"})
+    message = str(info.value)
+    assert str(tmp_path / JOB_NAME) in message
+    assert "delete" in message.lower() and "output_path" in message
+
+
+def test_claim_accepts_same_and_refuses_other_fingerprint(tmp_path):
+    ResultStore(tmp_path, session=S(1)).claim("fp", {"model": "m"})
+    ResultStore(tmp_path, session=S(2)).claim("fp", {"model": "m"})
+    with pytest.raises(FlexInputError, match="different request"):
+        ResultStore(tmp_path, session=S(3)).claim("other", {"model": "n"})
+
+
+def test_corrupt_progress_and_pending_are_skipped(tmp_path):
+    store = ResultStore(tmp_path, session=S(1))
+    store.write_progress({"requests": 3})
+    progress = tmp_path / "_progress"
+    (progress / f"{S(2)}.json").write_text("[1, 2]")
+    (progress / f"{S(3)}.json").write_bytes(b"\xff\xfe")
+    (progress / f"{S(4)}.json").write_text("null")
+    assert store.load_progress() == [{"requests": 3}]
+
+    store.write_pending([{"id": "a", "response_id": "resp_a", "tier": "flex"}])
+    with (tmp_path / PENDING_DIR / f"{S(1)}-00001.jsonl").open("ab") as handle:
+        handle.write(
+            b'[1]\n"x"\nnull\n{"response_id": "r"}\n{"id": "b"}\n{"id": 3, "response_id": "r"}\n\xff\n{"id": "c", "re'
+        )
+    assert store.load().pending == {"a": {"id": "a", "response_id": "resp_a", "tier": "flex"}}
+
+
+def test_only_part_files_the_store_writes_are_results(tmp_path):
+    # A user's input file called part-0001.jsonl inside the output folder used to be read as results.
+    foreign = tmp_path / "part-0001.jsonl"
+    foreign.write_text(json.dumps(ok("x", T(9))) + "\n" + json.dumps(ok("x", T(8))) + "\n")
+    (tmp_path / "part-S1-00001.jsonl").write_text(json.dumps(ok("y", T(9))) + "\n")
+    (tmp_path / "part-20250601T120000-ABCDEF-00001.jsonl").write_text(json.dumps(ok("w", T(9))) + "\n")
+    (tmp_path / f"part-{S(1)}-00001.jsonl.bak").write_text(json.dumps(ok("v", T(9))) + "\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    store = ResultStore(tmp_path)
+    name = store.write_part([ok("a", T(1))])
+    assert [p.name for p in store.part_files()] == [name]
+    assert set(store.load().final_ids) == {"a"}
+    assert [r["id"] for r in store.iter_records()] == ["a"]
+    assert store.finalize({})["parts"] == [name]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before} == before
+
+
+def test_part_sequence_numbers_beyond_five_digits_stay_readable(tmp_path):
+    store = ResultStore(tmp_path)
+    store._seq = 99999
+    names = [store.write_part([ok("a", T(1))]), store.write_part([ok("b", T(2))])]
+    assert names[1].endswith("-100001.jsonl")
+    assert set(store.load().final_ids) == {"a", "b"}
+
+
+@pytest.mark.parametrize("session", ["S1", "", "20250601T120000-ABCDEF", "../x", "20250601T120000-abcdef/x"])
+def test_session_must_look_like_new_session_id(tmp_path, session):
+    # Parts are named after the session and only names of that shape are read back, so a store
+    # with another session would write results it can never read.
+    with pytest.raises(ValueError, match="session"):
+        ResultStore(tmp_path, session=session)
