@@ -1,7 +1,8 @@
 """``python -m flex_provider.emulator --port 8089 [--flex-capacity 4 --unavailable-rate 0.2 ...]``.
 
 Every ``EmulatorConfig`` field is a flag (``latency_s`` -> ``--latency-s``, plus short aliases such
-as ``--latency`` and ``--retry-after``); unset flags fall back to ``FLEX_EMULATOR_<FIELD>`` env vars,
+as ``--latency``, ``--retry-after``, ``--trickle-interval`` and ``--long-wait``; list knobs such as
+``--malformed-kinds html,null`` take commas); unset flags fall back to ``FLEX_EMULATOR_<FIELD>`` env vars,
 then to the defaults. Prints exactly one line, ``flex emulator listening on http://HOST:PORT/v1``,
 once the socket accepts connections, so scripts can wait for it.
 """
@@ -30,6 +31,8 @@ ALIASES: dict[str, list[str]] = {
     "hang_s": ["--hang"],
     "background_expiry_s": ["--background-expiry"],
     "rate_limit_rpm": ["--rpm"],
+    "trickle_interval_s": ["--trickle-interval"],
+    "long_wait_s": ["--long-wait"],
 }
 
 

@@ -7,9 +7,21 @@ the whole point of the emulator is to cost nothing next to the client under test
 Order of checks for a generation request (first match answers):
 auth (401) -> JSON body (400) -> model known (404) -> service_tier valid / flex allowed for the
 model (400) -> stream unsupported (400) -> input present (400) -> insufficient_quota (429) ->
-RPM limit (429 rate_limit_exceeded) -> injected 5xx (``error_rate``) -> flex capacity then
+RPM limit (429 rate_limit_exceeded) -> ``long_wait_rate`` (429 rate_limit_exceeded on requests
+per day, ``retry-after: long_wait_s``) -> injected 5xx (``error_rate``) -> flex capacity then
 ``unavailable_rate`` (429 resource_unavailable, flex only) -> hang (``hang_rate``) -> latency ->
-answer. Quota, RPM and capacity failures come before any latency, like the real service.
+``reset_rate`` (200 headers and a few bytes, then the connection is closed) -> ``malformed_rate``
+(200 with a broken body, one of ``malformed_kinds``) -> answer, sent one byte every
+``trickle_interval_s`` if ``trickle_rate`` picked it. Quota, RPM and capacity failures come before
+any latency, like the real service.
+
+The fault knobs (``long_wait_rate``, ``reset_rate``, ``malformed_rate``, ``trickle_rate``) apply to
+inline requests only, never to ``background=true`` creates; each is drawn from the seeded RNG only
+when its rate is above 0, so with them at 0 the RNG sequence (and the hot path) is unchanged. At
+most one of reset/malformed/trickle hits a request (drawn in that order). Every fault is counted in
+``stats["faults"]``. Per input, a malformed answer is recorded as status 200 but not succeeded, a
+dropped connection as status 0, a trickled answer as 200 and succeeded once its last byte is sent
+(499 and not succeeded if the client leaves first).
 
 The emulator never logs request bodies (they may hold private documents); uvicorn's access log
 is off in both the CLI and ``serve_in_thread``.
@@ -19,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,6 +74,9 @@ VALID_TIERS = frozenset(("auto", "default", "flex", "priority", "scale", "fast",
 SERVED_TIER = {"auto": "default", "default": "default"}
 HANG_POLL_S = 0.2
 CLIENT_CLOSED_REQUEST = 499  # nginx's code; only ever seen in stats, the client is gone
+CONNECTION_DROPPED = 0  # stats status of a reset_rate answer: no complete HTTP answer was sent
+LONG_WAIT_RPD_LIMIT = 10_000  # the daily request limit a long_wait_rate 429 claims was reached
+RESET_DECLARED_LENGTH = 4096  # Content-Length announced by a dropped answer (more than is sent)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -148,9 +164,10 @@ async def _hang(request: Request, seconds: float) -> bool:
 class _Gen:
     """Per-request facts of a generation request, gathered before the checks run."""
 
-    __slots__ = ("body", "fmt", "headers", "model", "prompt", "tier")
+    __slots__ = ("body", "chat", "fmt", "headers", "model", "prompt", "tier")
 
-    def __init__(self) -> None:
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
         self.body: dict[str, Any] = {}
         self.tier = "unknown"
         self.model = ""
@@ -213,6 +230,9 @@ def _admission(state: EmulatorState, gen: _Gen) -> None:
                 headers=headers,
             )
         gen.headers = headers
+    if cfg.long_wait_rate > 0 and (gen.chat or not body.get("background")) and state.rng.random() < cfg.long_wait_rate:
+        state.stats.faults["long_wait"] += 1
+        raise _long_wait_error(model, cfg.long_wait_s)
     retry_headers = retry_after_headers(cfg.retry_after_s) if cfg.retry_after_s is not None else {}
     if cfg.error_rate > 0 and state.rng.random() < cfg.error_rate:
         status = state.rng.choice((500, 502, 503))
@@ -232,7 +252,7 @@ async def _generation(request: Request, endpoint: str, chat: bool) -> Response:
     state = _state(request)
     stats = state.stats
     stats.by_endpoint[endpoint] += 1
-    gen = _Gen()
+    gen = _Gen(chat)
     body = await _read_json(request)
     if body is not None:
         gen.body = body
@@ -257,11 +277,15 @@ async def _generation(request: Request, endpoint: str, chat: bool) -> Response:
     headers = gen.headers
     hang = cfg.hang_rate > 0 and state.rng.random() < cfg.hang_rate
     latency = _latency(state, flex)
+    fault = None
+    if cfg.reset_rate > 0 or cfg.malformed_rate > 0 or cfg.trickle_rate > 0:
+        fault = _draw_fault(state, gen)
 
     if flex:
         state.acquire_flex()
     state.in_flight_all += 1
     slot_transferred = False
+    handed_over = False  # a trickled answer does the cleanup below once its body is sent
     task = asyncio.current_task()
     if task is not None:
         state.handlers.add(task)
@@ -277,11 +301,17 @@ async def _generation(request: Request, endpoint: str, chat: bool) -> Response:
             return _start_background(state, gen, served, latency, key, headers)
         started = time.perf_counter()
         await asyncio.sleep(latency)
+        if fault is not None and fault != "trickle":
+            return _broken_answer(state, gen, fault, key)
         obj = _finish(state, gen, served, chat)
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
-        stats.record(gen.tier, 200, key, succeeded=True, code=None)
         if not chat and body.get("store", True) is not False:
             state.remember(StoredResponse(id=obj["id"], data=obj, background=False, input_key=key), finished=True)
+        if fault == "trickle":
+            stats.faults["trickle"] += 1
+            handed_over = True
+            return TrickleResponse(obj, headers, state, gen.tier, key, flex, task)
+        stats.record(gen.tier, 200, key, succeeded=True, code=None)
         return json_response(obj, 200, headers)
     except asyncio.CancelledError:
         if not state.closing:
@@ -291,11 +321,17 @@ async def _generation(request: Request, endpoint: str, chat: bool) -> Response:
         stats.record(gen.tier, 503, key, succeeded=False, code=None)
         return ApiError(503, "The emulator is shutting down.", "server_error").response()
     finally:
-        if task is not None:
-            state.handlers.discard(task)
-        state.in_flight_all -= 1
-        if flex and not slot_transferred:
-            state.release_flex()
+        if not handed_over:
+            _release(state, task, flex and not slot_transferred)
+
+
+def _release(state: EmulatorState, task: asyncio.Task[Any] | None, flex_slot: bool) -> None:
+    """End of a generation request's in-flight accounting."""
+    if task is not None:
+        state.handlers.discard(task)
+    state.in_flight_all -= 1
+    if flex_slot:
+        state.release_flex()
 
 
 def _finish(state: EmulatorState, gen: _Gen, served: str, chat: bool) -> dict[str, Any]:
@@ -326,6 +362,188 @@ def _finish(state: EmulatorState, gen: _Gen, served: str, chat: bool) -> dict[st
         background=bool(body.get("background")),
     )
     return fill_completed(obj, done, model, cache)
+
+
+# ------------------------------------------------------------------------------------ faults
+
+
+class ConnectionDropped(Exception):
+    """Raised after a partial answer so that uvicorn closes the socket (``reset_rate``).
+
+    ASGI has no "abort connection" message; an exception after ``http.response.start`` is what makes
+    uvicorn close the transport. Its error log line for this exception is filtered out (see
+    ``_QuietDrops``): a drop is the intended behaviour, not a bug.
+    """
+
+
+class _QuietDrops(logging.Filter):
+    """Drop uvicorn's "Exception in ASGI application" record when the exception is a deliberate drop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+
+
+def _install_log_filter() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietDrops) for f in logger.filters):
+        logger.addFilter(_QuietDrops())
+
+
+def _long_wait_error(model: str, wait_s: float) -> ApiError:
+    """429 rate_limit_exceeded on a daily request limit: the reset is hours away."""
+    limit = LONG_WAIT_RPD_LIMIT
+    headers = {
+        "x-ratelimit-limit-requests": str(limit),
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": format_duration(wait_s),
+        **retry_after_headers(wait_s),
+    }
+    return ApiError(
+        429,
+        f"Rate limit reached for {model} in organization org-emulator on requests per day (RPD): "
+        f"Limit {limit}, Used {limit}, Requested 1. Please try again in {format_duration(wait_s)}. "
+        "Visit https://platform.openai.com/account/rate-limits to learn more.",
+        "requests",
+        "rate_limit_exceeded",
+        headers=headers,
+    )
+
+
+def _draw_fault(state: EmulatorState, gen: _Gen) -> str | None:
+    """Pick at most one of reset / malformed / trickle for an inline request (seeded RNG)."""
+    if not gen.chat and gen.body.get("background"):
+        return None
+    cfg, rng = state.config, state.rng
+    if cfg.reset_rate > 0 and rng.random() < cfg.reset_rate:
+        return "reset"
+    if cfg.malformed_rate > 0 and rng.random() < cfg.malformed_rate:
+        return "malformed:" + rng.choice(cfg.malformed_kinds)
+    if cfg.trickle_rate > 0 and rng.random() < cfg.trickle_rate:
+        return "trickle"
+    return None
+
+
+MALFORMED_HTML = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def _malformed_body(kind: str, gen: _Gen) -> tuple[bytes, str]:
+    """(body, media type) of a broken 200 answer."""
+    if kind == "html":
+        return MALFORMED_HTML, "text/html"
+    if kind == "empty":
+        return b"", "application/json"
+    if kind == "null":
+        return b"null", "application/json"
+    rid = new_id("chatcmpl-") if gen.chat else new_id("resp_")
+    kind_name = "chat.completion" if gen.chat else "response"
+    if kind == "invalid_json":
+        field = "choices" if gen.chat else "output"
+        return f'{{"id": "{rid}", "object": "{kind_name}", "model": "{gen.model}", "{field}": ['.encode(), (
+            "application/json"
+        )
+    # no_output: a well-formed object of the right kind, minus output / choices
+    obj: dict[str, Any] = {"id": rid, "object": kind_name, "model": gen.model}
+    obj["created" if gen.chat else "created_at"] = int(time.time())
+    return json.dumps(obj).encode(), "application/json"
+
+
+def _broken_answer(state: EmulatorState, gen: _Gen, fault: str, key: str | None) -> Response:
+    """A malformed 200 answer or a dropped connection; neither counts as a success."""
+    stats = state.stats
+    if fault == "reset":
+        stats.faults["reset"] += 1
+        stats.record(gen.tier, CONNECTION_DROPPED, key, succeeded=False, code=None)
+        return DroppedResponse(gen)
+    kind = fault.partition(":")[2]
+    stats.faults["malformed"] += 1
+    stats.malformed_kinds[kind] += 1
+    stats.record(gen.tier, 200, key, succeeded=False, code=None)
+    body, media_type = _malformed_body(kind, gen)
+    return Response(content=body, status_code=200, headers=gen.headers, media_type=media_type)
+
+
+class DroppedResponse(Response):
+    """200 headers announcing ``RESET_DECLARED_LENGTH`` bytes, the start of a body, then a drop."""
+
+    def __init__(self, gen: _Gen) -> None:
+        super().__init__(status_code=200, headers=gen.headers, media_type="application/json")
+        rid = new_id("chatcmpl-") if gen.chat else new_id("resp_")
+        self.prefix = f'{{"id":"{rid}","object":"{"chat.completion" if gen.chat else "response"}",'.encode()
+        self.raw_headers = [
+            *(h for h in self.raw_headers if h[0] != b"content-length"),
+            (b"content-length", str(RESET_DECLARED_LENGTH).encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.prefix, "more_body": True})
+        raise ConnectionDropped("reset_rate: connection dropped on purpose")
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    """Return once the client has gone (the request body was already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class TrickleResponse(Response):
+    """A valid 200 answer whose body goes out one byte every ``trickle_interval_s``.
+
+    Headers (with the true Content-Length) go first. The request stays in flight (flex slot,
+    ``in_flight_all``, shutdown handling) until the last byte is sent; it is recorded as succeeded
+    only then. If the client disconnects, trickling stops at once and the request counts as 499.
+    """
+
+    def __init__(
+        self,
+        obj: dict[str, Any],
+        headers: dict[str, str],
+        state: EmulatorState,
+        tier: str,
+        key: str | None,
+        flex: bool,
+        task: asyncio.Task[Any] | None,
+    ) -> None:
+        super().__init__(
+            content=json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+            status_code=200,
+            headers=headers,
+            media_type="application/json",
+        )
+        self.state, self.tier, self.key, self.flex, self.task = state, tier, key, flex, task
+        self.interval = state.config.trickle_interval_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        status = CONNECTION_DROPPED
+        watcher: asyncio.Task[None] | None = None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            watcher = asyncio.ensure_future(_wait_disconnect(receive))
+            body = self.body
+            last = len(body) - 1
+            for i in range(len(body)):
+                await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": i < last})
+                if i < last:
+                    done, _ = await asyncio.wait((watcher,), timeout=self.interval)
+                    if done:
+                        status = CLIENT_CLOSED_REQUEST
+                        state.stats.disconnects += 1
+                        return
+            status = 200
+        except asyncio.CancelledError:
+            if not state.closing:
+                raise
+            # Server stopping (``close_inflight``): the headers are out, so the only way to end is a drop.
+            raise ConnectionDropped("shutdown while trickling") from None
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            state.stats.record(self.tier, status, self.key, succeeded=status == 200, code=None)
+            _release(state, self.task, self.flex)
 
 
 # ------------------------------------------------------------------------------- background mode
@@ -490,6 +708,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     """Build an emulator app; its state lives at ``app.state.emulator`` (an ``EmulatorState``)."""
     state = EmulatorState(config or EmulatorConfig())
+    _install_log_filter()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

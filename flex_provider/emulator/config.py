@@ -1,7 +1,8 @@
 """Knobs of the flex emulator.
 
 The emulator exists to make the unpleasant parts of Flex processing (429 "Resource Unavailable",
-slow answers, 5xx, hangs, quota and RPM limits) reproducible on a laptop and in CI. Every such
+slow answers, 5xx, hangs, quota and RPM limits) and of a misbehaving server (broken 200 bodies,
+trickled bodies, dropped connections, day-long 429s) reproducible on a laptop and in CI. Every such
 behaviour is a field here so a test can turn it on, and every random decision is drawn from an RNG
 seeded by ``seed`` so a failing run can be replayed.
 
@@ -16,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENV_PREFIX = "FLEX_EMULATOR_"
 
@@ -31,6 +32,8 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "gpt-4o-mini",
 )
 DEFAULT_FLEX_MODELS: tuple[str, ...] = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini")
+# Broken 200 answers ``malformed_rate`` can give (see ``app._malformed_response``).
+MALFORMED_KINDS: tuple[str, ...] = ("invalid_json", "html", "empty", "null", "no_output")
 
 
 class EmulatorConfig(BaseModel):
@@ -63,6 +66,39 @@ class EmulatorConfig(BaseModel):
         default=0.0, ge=0.0, le=1.0, description="Share of generation requests that hang for hang_s."
     )
     hang_s: float = Field(default=3600.0, ge=0.0, description="How long a hanging request hangs.")
+    malformed_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of inline generation requests answered 200 with a broken body (see malformed_kinds).",
+    )
+    malformed_kinds: list[str] = Field(
+        default_factory=lambda: list(MALFORMED_KINDS),
+        min_length=1,
+        description="Broken bodies malformed_rate picks from, uniformly: " + ", ".join(MALFORMED_KINDS) + ".",
+    )
+    trickle_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of inline generation requests whose valid 200 body is sent one byte at a time.",
+    )
+    trickle_interval_s: float = Field(default=0.5, ge=0.0, description="Pause between two bytes of a trickled body.")
+    reset_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of inline generation requests whose connection is dropped mid-answer.",
+    )
+    long_wait_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of inline generation requests -> 429 rate_limit_exceeded (requests per day).",
+    )
+    long_wait_s: float = Field(
+        default=86400.0, ge=0.0, description="Retry-After (and reset) of a long_wait_rate 429, in seconds."
+    )
     insufficient_quota: bool = Field(default=False, description="Every generation request -> 429 quota.")
     models: list[str] = Field(
         default_factory=lambda: list(DEFAULT_MODELS),
@@ -78,7 +114,15 @@ class EmulatorConfig(BaseModel):
     cache_min_tokens: int = Field(
         default=256, ge=1, description="Minimum instructions-prefix size (tokens) eligible for prompt cache."
     )
-    seed: int = Field(default=0, description="Seeds the RNG behind every 429/5xx/hang/latency decision.")
+    seed: int = Field(default=0, description="Seeds the RNG behind every 429/5xx/hang/fault/latency decision.")
+
+    @field_validator("malformed_kinds")
+    @classmethod
+    def _known_malformed_kinds(cls, kinds: list[str]) -> list[str]:
+        unknown = [kind for kind in kinds if kind not in MALFORMED_KINDS]
+        if unknown:
+            raise ValueError(f"unknown malformed kind(s) {unknown}; known: {', '.join(MALFORMED_KINDS)}")
+        return kinds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EmulatorConfig:

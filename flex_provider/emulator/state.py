@@ -45,6 +45,9 @@ class Stats:
         self.max_in_flight = 0
         self.background: Counter[str] = Counter(created=0, completed=0, cancelled=0, polled=0, expired=0)
         self.tokens: dict[str, Counter[str]] = {}
+        # Injected misbehaviour (config ``*_rate`` fault knobs), counted when decided.
+        self.faults: Counter[str] = Counter(malformed=0, trickle=0, reset=0, long_wait=0)
+        self.malformed_kinds: Counter[str] = Counter()
 
     def record(self, tier: str, status: int, key: str | None, *, succeeded: bool, code: str | None) -> None:
         """Account one finished generation request (O(1))."""
@@ -95,6 +98,8 @@ class Stats:
             "hangs": self.hangs,
             "disconnects": self.disconnects,
             "tokens": {tier: dict(c) for tier, c in self.tokens.items()},
+            "faults": dict(self.faults),
+            "malformed_kinds": dict(self.malformed_kinds),
         }
 
 
