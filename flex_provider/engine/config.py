@@ -6,12 +6,15 @@ as dicts (``to_dict``/``from_dict``) and rebuilds them in the triggerer. Nothing
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import jsonschema
 
 from flex_provider.engine.errors import FlexInputError
+from flex_provider.engine.items import surrogate_problem
 
 API_CHOICES = ("responses", "chat")
 ON_UNAVAILABLE_CHOICES = ("retry", "fallback", "fail")
@@ -29,8 +32,17 @@ def _positive(name: str, value: Any, *, allow_zero: bool = False, allow_none: bo
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FlexInputError(f"{name}: expected a number, got {value!r}")
+    if not math.isfinite(value):  # nan passes every comparison below; inf would wait forever
+        raise FlexInputError(f"{name}: expected a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise FlexInputError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+def _positive_int_or_none(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FlexInputError(f"{name}: expected a positive integer or None, got {value!r}")
 
 
 _PRICE_KEYS = {"input", "cached_input", "output"}
@@ -89,6 +101,77 @@ class RetryPolicy:
         return cls(**value)
 
 
+# Set by the operator's own parameters: request_options may not override them, not even through the
+# SDK's extra_body/extra_query escape hatches (which are merged into the request as sent).
+RESERVED_REQUEST_KEYS = frozenset(
+    {"model", "input", "instructions", "messages", "service_tier", "background", "stream"}
+)
+# Headers that would replace the connection's credentials or billing account (compared lower-cased).
+RESERVED_HEADERS = frozenset({"authorization", "openai-organization", "openai-project"})
+
+
+def _check_sendable(name: str, value: str) -> None:
+    problem = surrogate_problem(value)
+    if problem:
+        raise FlexInputError(f"{name}: {problem}")
+
+
+def _check_request_options(options: Any, *, structured: bool) -> None:
+    """Refuse what would override the operator's own parameters or the connection's credentials."""
+    if not isinstance(options, dict):
+        raise FlexInputError(f"request_options: expected a dict, got {type(options).__name__}")
+    clash = RESERVED_REQUEST_KEYS & set(options)
+    if clash:
+        raise FlexInputError(
+            f"request_options: {sorted(clash)} are set by the operator's own parameters; use those instead"
+        )
+    hatches = {}
+    for hatch in ("extra_body", "extra_query", "extra_headers"):
+        value = options.get(hatch)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise FlexInputError(f"request_options.{hatch}: expected a dict, got {type(value).__name__}")
+        hatches[hatch] = value
+    for hatch in ("extra_body", "extra_query"):
+        bad = sorted(k for k in hatches.get(hatch, {}) if k in RESERVED_REQUEST_KEYS)
+        if bad:
+            names = ", ".join(f"request_options.{hatch}.{k}" for k in bad)
+            raise FlexInputError(
+                f"{names}: set by the operator's own parameters (model, instructions, input, service_tier, "
+                "submit_mode); use those instead"
+            )
+    bad = sorted(str(k) for k in hatches.get("extra_headers", {}) if str(k).lower() in RESERVED_HEADERS)
+    if bad:
+        names = ", ".join(f"request_options.extra_headers.{k}" for k in bad)
+        raise FlexInputError(
+            f"{names}: credentials, organization and project come from the Airflow connection "
+            "(password, extras organization/project), not from request headers"
+        )
+    if structured:
+        clashes = []
+        for prefix, source in (("request_options", options), ("request_options.extra_body", hatches.get("extra_body"))):
+            if not source:
+                continue
+            if "response_format" in source:
+                clashes.append(f"{prefix}.response_format")
+            text = source.get("text")
+            if isinstance(text, dict) and "format" in text:
+                clashes.append(f"{prefix}.text.format")
+        if clashes:
+            raise FlexInputError(
+                f"{', '.join(clashes)}: clashes with response_format, which sets the output format itself; "
+                "drop one of them"
+            )
+    try:
+        blob = json.dumps(options, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise FlexInputError(f"request_options: not JSON-serialisable ({exc})") from exc
+    problem = surrogate_problem(blob)
+    if problem:
+        raise FlexInputError(f"request_options: {problem.split(' (')[0]} in one of its strings; fix or drop it")
+
+
 @dataclass(frozen=True)
 class RequestSpec:
     """What every request of the run looks like, apart from the item's prompt."""
@@ -110,14 +193,10 @@ class RequestSpec:
         _choice("api", self.api, API_CHOICES)
         _choice("service_tier", self.service_tier, SERVICE_TIERS)
         _positive("timeout", self.timeout)
-        if not isinstance(self.request_options, dict):
-            raise FlexInputError(f"request_options: expected a dict, got {type(self.request_options).__name__}")
-        reserved = {"model", "input", "instructions", "messages", "service_tier", "background", "stream"}
-        clash = reserved & set(self.request_options)
-        if clash:
-            raise FlexInputError(
-                f"request_options: {sorted(clash)} are set by the operator's own parameters; use those instead"
-            )
+        _check_sendable("model", self.model)
+        if self.instructions is not None:
+            _check_sendable("instructions", self.instructions)
+        _check_request_options(self.request_options, structured=self.response_schema is not None)
         if self.response_schema is not None:
             if not isinstance(self.response_schema, dict):
                 raise FlexInputError("response_format: expected a Pydantic model class or a JSON schema dict")
@@ -141,6 +220,8 @@ class RunOptions:
     flush_interval_s: float = 2.0
     progress_interval_s: float = 5.0
     prices: dict[str, dict[str, float]] | None = None
+    # XCom mode: stop sending once finished records add up to this many bytes of JSON (None: no cap).
+    max_result_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "retry", RetryPolicy.from_value(self.retry))  # accept a plain dict
@@ -159,6 +240,7 @@ class RunOptions:
         _positive("progress_interval_s", self.progress_interval_s)
         if isinstance(self.flush_every, bool) or not isinstance(self.flush_every, int) or self.flush_every < 1:
             raise FlexInputError(f"flush_every: expected an integer >= 1, got {self.flush_every!r}")
+        _positive_int_or_none("max_result_bytes", self.max_result_bytes)
 
 
 def to_dict(obj: RequestSpec | RunOptions) -> dict[str, Any]:

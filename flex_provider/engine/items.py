@@ -2,13 +2,19 @@
 
 An item is a string or a dict. A dict's ``id`` field is its id; otherwise the id is a hash of the
 item's content, so the same input gets the same id on every run and a re-run can skip what is done.
+The n-th repeat (n >= 2) of the same content gets ``<hash>-<n>``, so every input position has a
+record of its own and the ids stay the same across runs. Explicit ids must be unique.
+
+Everything that would make a request fail later for reasons that are the input's fault is refused
+here, naming the item (``items[3]``, ``input_path line 12``) and the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +25,9 @@ from flex_provider.engine.errors import FlexInputError
 
 RawItem = str | dict[str, Any]
 
+_UNSENDABLE = "which cannot be sent as UTF-8; fix or drop that character"
+_GENERATED_ID = re.compile(r"item-[0-9a-f]{20}(?:-[0-9]+)?")
+
 
 @dataclass(slots=True)
 class WorkItem:
@@ -27,19 +36,137 @@ class WorkItem:
     index: int = -1  # position in the input, so results can be put back in input order
 
 
-def stable_id(raw: RawItem) -> str:
-    """Content hash of an item: same input, same id, across runs and machines."""
-    if isinstance(raw, str):
-        payload = raw
-    else:
-        payload = json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+# -- text that cannot be sent ------------------------------------------------------------------
+
+
+def surrogate_problem(text: str) -> str | None:
+    """None when ``text`` encodes as UTF-8, else what is wrong with it (for an error message).
+
+    Only an unpaired surrogate (half an emoji, e.g. from a JSON ``"\\ud83d"`` escape or a badly cut
+    string) fails: one encode, no copy at all for ASCII text."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds an unpaired surrogate (\\u{ord(text[exc.start]):04x} at character {exc.start}), {_UNSENDABLE}"
+    return None
+
+
+def printable(text: str) -> str:
+    """``text`` safe to put in a message or a log line (unpaired surrogates escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _find_unsendable(value: Any, path: str) -> str | None:
+    """Where in an item the unsendable string is, as the tail of an error message."""
+    if isinstance(value, str):
+        problem = surrogate_problem(value)
+        return f"field '{path}' {problem}" if problem else None
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if isinstance(key, str):
+                problem = surrogate_problem(key)
+                if problem:
+                    where = f" (in '{path}')" if path else ""
+                    return f"a field name{where} {problem}"
+            found = _find_unsendable(sub, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, sub in enumerate(value):
+            found = _find_unsendable(sub, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+# -- ids ---------------------------------------------------------------------------------------
+
+
+def _canonical(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _hash_id(payload: str) -> str:
     return "item-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
 
 
+def stable_id(raw: RawItem) -> str:
+    """Content hash of an item: same input, same id, across runs and machines."""
+    return _hash_id(raw if isinstance(raw, str) else _canonical(raw))
+
+
+def has_explicit_id(raw: Any) -> bool:
+    return isinstance(raw, dict) and raw.get("id") not in (None, "")
+
+
 def item_id(raw: RawItem) -> str:
-    if isinstance(raw, dict) and raw.get("id") not in (None, ""):
-        return str(raw["id"])
+    if has_explicit_id(raw):
+        return str(raw["id"])  # type: ignore[index]
     return stable_id(raw)
+
+
+def _explicit_id(raw: dict[str, Any], where: str) -> str | None:
+    if not has_explicit_id(raw):
+        return None
+    value = raw["id"]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise FlexInputError(
+        f"{where}: field 'id' must be a string or an integer, got {type(value).__name__} {printable(repr(value)):.60}"
+    )
+
+
+class ItemIds:
+    """Gives every input position its own id, and refuses explicit ids that repeat.
+
+    Memory: one dict id -> position (index or line number), fine up to a few million items."""
+
+    def __init__(self, label: Callable[[int], str]) -> None:
+        self._label = label
+        self._seen: dict[str, int] = {}
+        self._repeats: dict[str, int] = {}  # content-hash id -> occurrences so far (repeated ones only)
+        self._explicit_generated_shape: set[str] = set()  # explicit ids that look like generated ones
+
+    def assign(self, item: WorkItem, position: int, *, explicit: bool) -> WorkItem:
+        seen = self._seen
+        if explicit:
+            earlier = seen.get(item.id)
+            if earlier is not None:
+                generated = bool(_GENERATED_ID.fullmatch(item.id)) and item.id not in self._explicit_generated_shape
+                raise self._duplicate(item.id, earlier, position, generated=earlier if generated else None)
+            seen[item.id] = position
+            if _GENERATED_ID.fullmatch(item.id):
+                self._explicit_generated_shape.add(item.id)
+            return item
+        base = item.id
+        if base in seen:
+            if base in self._explicit_generated_shape:
+                raise self._duplicate(base, seen[base], position, generated=position)
+            n = self._repeats.get(base, 1) + 1
+            self._repeats[base] = n
+            item.id = f"{base}-{n}"
+            if item.id in seen:  # generated ids never repeat: the earlier one is explicit
+                raise self._duplicate(item.id, seen[item.id], position, generated=position)
+        seen[item.id] = position
+        return item
+
+    def _duplicate(self, item_id: str, earlier: int, later: int, *, generated: int | None) -> FlexInputError:
+        first, second = self._label(earlier), self._label(later)
+        message = f"{first} and {second} both have id {item_id!r}"
+        if generated is None:
+            return FlexInputError(f"{message}; ids must be unique: fix or drop one of them")
+        other = second if generated == earlier else first
+        return FlexInputError(
+            f"{message} ({self._label(generated)} has no 'id' field and got that id from its content"
+            f"{', as a repeat of an earlier item' if item_id.count('-') > 1 else ''}); give {other} another id"
+        )
+
+
+# -- prompts -----------------------------------------------------------------------------------
 
 
 class PromptBuilder:
@@ -55,63 +182,140 @@ class PromptBuilder:
         if template is not None:
             if not isinstance(template, str):
                 raise FlexInputError(f"prompt_template: expected a Jinja string, got {type(template).__name__}")
+            problem = surrogate_problem(template)
+            if problem:
+                raise FlexInputError(f"prompt_template: {problem}")
             env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
             try:
                 self._template = env.from_string(template)
             except jinja2.TemplateSyntaxError as exc:
                 raise FlexInputError(
-                    f"prompt_template: invalid Jinja syntax at line {exc.lineno}: {exc.message}"
+                    f"prompt_template: invalid Jinja syntax at line {exc.lineno}: {printable(str(exc.message))}"
                 ) from exc
 
     def build(self, raw: Any, where: str) -> WorkItem:
         """Validate one raw item; ``where`` names it in errors (``items[3]``, ``input_path line 7``)."""
         if isinstance(raw, str):
-            prompt = self._render({"text": raw, "id": None}, raw, where) if self._template else raw
-            return WorkItem(item_id(raw), prompt)
+            problem = surrogate_problem(raw)
+            if problem:
+                raise FlexInputError(f"{where}: the text {problem}")
+            if self._template is None:
+                return WorkItem(_hash_id(raw), raw)
+            return WorkItem(_hash_id(raw), self._render({"text": raw, "id": None}, where))
         if isinstance(raw, dict):
+            explicit = _explicit_id(raw, where)
+            try:
+                canonical = _canonical(raw)
+            except Exception as exc:  # tuple keys, int and str keys mixed, circular, too deep...
+                raise FlexInputError(
+                    f"{where}: not JSON-like ({printable(str(exc))}); use string keys and JSON values"
+                ) from None
+            if surrogate_problem(canonical):
+                raise FlexInputError(f"{where}: {_find_unsendable(raw, '') or 'a value ' + _UNSENDABLE}")
             if self._template is not None:
-                prompt = self._render(raw, raw, where)
+                prompt = self._render(raw, where)
             elif "text" in raw:
                 prompt = raw["text"]
                 if not isinstance(prompt, str):
                     raise FlexInputError(f"{where}: field 'text' must be a string, got {type(prompt).__name__}")
             else:
+                keys = sorted(map(str, raw))[:10]
                 raise FlexInputError(
-                    f"{where}: dict item has no 'text' field (keys: {sorted(raw)[:10]}); "
+                    f"{where}: dict item has no 'text' field (keys: {keys}); "
                     "add 'text' or set prompt_template, e.g. '{{ item.subject }}: {{ item.body }}'"
                 )
-            return WorkItem(item_id(raw), prompt)
+            return WorkItem(explicit if explicit is not None else _hash_id(canonical), prompt)
         raise FlexInputError(f"{where}: expected a string or a dict, got {type(raw).__name__}")
 
-    def _render(self, context_item: Any, raw: Any, where: str) -> str:
+    def _render(self, item: Any, where: str) -> str:
         assert self._template is not None
         try:
-            return self._template.render(self.context, item=context_item)
+            prompt = self._template.render(self.context, item=item)
         except jinja2.UndefinedError as exc:
-            raise FlexInputError(f"{where}: prompt_template refers to a missing field: {exc.message}") from exc
+            raise FlexInputError(
+                f"{where}: prompt_template refers to a missing field: {printable(str(exc.message))}"
+            ) from exc
         except jinja2.TemplateError as exc:
-            raise FlexInputError(f"{where}: prompt_template failed: {exc}") from exc
+            raise FlexInputError(f"{where}: prompt_template failed: {printable(str(exc))}") from exc
+        except Exception as exc:  # the template did arithmetic on the wrong types, divided by zero...
+            raise FlexInputError(
+                f"{where}: prompt_template failed: {type(exc).__name__}: {printable(str(exc))}"
+            ) from exc
+        problem = surrogate_problem(prompt)
+        if problem:
+            raise FlexInputError(f"{where}: the prompt rendered from prompt_template {problem}")
+        return prompt
 
 
-def parse_jsonl_line(line: str, lineno: int, source: str = "input_path") -> Any:
-    """One JSON Lines record, or None for a blank line (a ``null`` record is returned as None too;
-    ``iter_jsonl`` skips blank lines itself so that null is rejected as an item). Errors name the
-    line number."""
-    if not line.strip():
-        return None
+# -- input sources -----------------------------------------------------------------------------
+
+
+def _decode_line(line: str | bytes, where: str, first: bool) -> str:
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FlexInputError(
+                f"{where}: not valid UTF-8 (byte 0x{line[exc.start]:02x} at position {exc.start}); "
+                "save the file as UTF-8"
+            ) from None
+    if first and line.startswith("\ufeff"):  # a byte order mark, as some editors write
+        line = line[1:]
+    return line
+
+
+def _parse_line(line: str, where: str) -> Any:
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
-        raise FlexInputError(f"{source} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        raise FlexInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError:
+        raise FlexInputError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise FlexInputError(f"{where}: not valid JSON ({printable(str(exc))[:200]})") from None
 
 
-def iter_jsonl(lines: Iterable[str], source: str = "input_path") -> Iterator[tuple[str, Any]]:
-    """Yield ``(where, record)`` for each non-blank line; memory stays flat however long the file."""
+def parse_jsonl_line(line: str | bytes, lineno: int, source: str = "input_path") -> Any:
+    """One JSON Lines record, or None for a blank line (a ``null`` record is returned as None too;
+    ``iter_jsonl`` skips blank lines itself so that null is rejected as an item). Errors name the
+    line number."""
+    where = f"{source} line {lineno}"
+    line = _decode_line(line, where, lineno == 1)
+    if not line.strip():
+        return None
+    return _parse_line(line, where)
+
+
+def enumerate_jsonl(lines: Iterable[str | bytes], label: Callable[[int], str]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line number, record)`` for each non-blank line. Lines may be bytes (read the file in
+    binary: a line that is not UTF-8 is then named, not a decoder error halfway through the file).
+    Memory stays flat however long the file."""
     for lineno, line in enumerate(lines, start=1):
-        if line.strip():
-            yield f"{source} line {lineno}", parse_jsonl_line(line, lineno, source)
+        if not line.strip():
+            continue
+        where = label(lineno)
+        text = _decode_line(line, where, lineno == 1)
+        if text.strip():
+            yield lineno, _parse_line(text, where)
+
+
+def iter_jsonl(lines: Iterable[str | bytes], source: str = "input_path") -> Iterator[tuple[str, Any]]:
+    """Yield ``(where, record)`` for each non-blank line; memory stays flat however long the file."""
+    for lineno, raw in enumerate_jsonl(lines, lambda n: f"{source} line {n}"):
+        yield f"{source} line {lineno}", raw
 
 
 def iter_list(items: Iterable[Any], source: str = "items") -> Iterator[tuple[str, Any]]:
     for index, raw in enumerate(items):
         yield f"{source}[{index}]", raw
+
+
+def iter_work_items(
+    numbered: Iterable[tuple[int, Any]], builder: PromptBuilder, label: Callable[[int], str]
+) -> Iterator[WorkItem]:
+    """Build every ``(position, raw item)`` into a :class:`WorkItem` with an id of its own.
+    ``label`` names a position in errors (``lambda i: f"items[{i}]"``)."""
+    ids = ItemIds(label)
+    for position, raw in numbered:
+        item = builder.build(raw, label(position))
+        yield ids.assign(item, position, explicit=has_explicit_id(raw))

@@ -188,3 +188,103 @@ def test_run_options_from_dict_validates_retry():
 def test_run_options_validates_prices():
     with pytest.raises(FlexInputError, match=r"^prices"):
         RunOptions(prices={"my-model": {"input": 1.0, "output": 2.0}})  # cached_input missing
+
+
+# -- non-finite numbers ---------------------------------------------------------------------
+
+_NAN, _INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad", [_NAN, _INF, -_INF])
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda v: RequestSpec(model="m", timeout=v), "timeout"),
+        (lambda v: RunOptions(poll_interval_s=v), "poll_interval_s"),
+        (lambda v: RunOptions(flush_interval_s=v), "flush_interval_s"),
+        (lambda v: RunOptions(progress_interval_s=v), "progress_interval_s"),
+        (lambda v: RetryPolicy(max_elapsed_s=v), r"retry\.max_elapsed_s"),
+        (lambda v: RetryPolicy(initial_wait_s=v), r"retry\.initial_wait_s"),
+        (lambda v: RetryPolicy(max_wait_s=v), r"retry\.max_wait_s"),
+        (lambda v: RetryPolicy(jitter_s=v), r"retry\.jitter_s"),
+        (lambda v: RetryPolicy(max_retry_after_s=v), r"retry\.max_retry_after_s"),
+        (lambda v: RunOptions(prices={"m": {"input": v, "cached_input": 0, "output": 1}}), r"prices\['m'\]\.input"),
+    ],
+)
+def test_non_finite_numbers_are_rejected_naming_the_field(build, field, bad):
+    with pytest.raises(FlexInputError, match=rf"^{field}: expected a finite"):
+        build(bad)
+
+
+def test_max_result_bytes_defaults_to_none_and_round_trips():
+    assert RunOptions().max_result_bytes is None
+    options = RunOptions(max_result_bytes=1024)
+    assert run_options_from_dict(json.loads(json.dumps(to_dict(options)))) == options
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10", _NAN, _INF])
+def test_max_result_bytes_must_be_a_positive_int(bad):
+    with pytest.raises(FlexInputError, match=r"^max_result_bytes: expected a positive integer or None"):
+        RunOptions(max_result_bytes=bad)
+
+
+# -- request_options escape hatches ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"extra_body": {"model": "gpt-4o"}}, r"request_options\.extra_body\.model"),
+        ({"extra_body": {"service_tier": "default", "top_p": 1}}, r"request_options\.extra_body\.service_tier"),
+        ({"extra_body": {"input": "x", "stream": True}}, r"request_options\.extra_body\.input, request_options\.extra_body\.stream"),
+        ({"extra_query": {"model": "x"}}, r"request_options\.extra_query\.model"),
+        ({"extra_headers": {"Authorization": "Bearer x"}}, r"request_options\.extra_headers\.Authorization"),
+        ({"extra_headers": {"authorization": "Bearer x"}}, r"request_options\.extra_headers\.authorization"),
+        ({"extra_headers": {"openai-organization": "org"}}, r"request_options\.extra_headers\.openai-organization"),
+        ({"extra_headers": {"OpenAI-Project": "p"}}, r"request_options\.extra_headers\.OpenAI-Project"),
+        ({"extra_body": ["not", "a", "dict"]}, r"request_options\.extra_body: expected a dict, got list"),
+        ({"extra_headers": "x"}, r"request_options\.extra_headers: expected a dict, got str"),
+    ],
+)
+def test_request_options_escape_hatches_are_refused(options, pattern):
+    with pytest.raises(FlexInputError, match=rf"^{pattern}"):
+        RequestSpec(model="m", request_options=options)
+
+
+def test_request_options_harmless_extras_allowed():
+    options = {"extra_body": {"metadata": {"a": "b"}}, "extra_headers": {"X-Trace": "1"}, "extra_query": {"q": 1}}
+    assert RequestSpec(model="m", request_options=options).request_options == options
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"text": {"format": {"type": "text"}}}, r"request_options\.text\.format"),
+        ({"response_format": {"type": "json_object"}}, r"request_options\.response_format"),
+        ({"extra_body": {"text": {"format": {"type": "text"}}}}, r"request_options\.extra_body\.text\.format"),
+        ({"extra_body": {"response_format": {"type": "text"}}}, r"request_options\.extra_body\.response_format"),
+    ],
+)
+def test_output_format_options_clash_with_response_format(options, pattern):
+    schema = {"type": "object"}
+    with pytest.raises(FlexInputError, match=rf"^{pattern}.*response_format"):
+        RequestSpec(model="m", response_schema=schema, request_options=options)
+    RequestSpec(model="m", request_options=options)  # without response_format they are the user's choice
+
+
+def test_text_options_other_than_format_allowed_with_response_format():
+    RequestSpec(model="m", response_schema={"type": "object"}, request_options={"text": {"verbosity": "low"}})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"instructions": "Be brief \ud83d."}, r"^instructions: holds an unpaired surrogate \(\\ud83d at character 9\)"),
+        ({"model": "gpt\udc00"}, r"^model: holds an unpaired surrogate"),
+        ({"request_options": {"metadata": {"k": "v\ud800"}}}, r"^request_options: holds an unpaired surrogate"),
+        ({"request_options": {"temperature": object()}}, r"^request_options: not JSON-serialisable"),
+    ],
+)
+def test_request_strings_must_be_sendable(kwargs, pattern):
+    with pytest.raises(FlexInputError, match=pattern):
+        RequestSpec(**{"model": "m", **kwargs})

@@ -11,6 +11,7 @@ from flex_provider.engine.items import (
     item_id,
     iter_jsonl,
     iter_list,
+    iter_work_items,
     parse_jsonl_line,
     stable_id,
 )
@@ -180,3 +181,132 @@ def test_iter_jsonl_null_record_is_not_silently_dropped():
 def test_iter_list_names_positions():
     assert list(iter_list(["a", {"text": "b"}])) == [("items[0]", "a"), ("items[1]", {"text": "b"})]
     assert list(iter_list(["a"], source="input")) == [("input[0]", "a")]
+
+
+# -- unsendable text: unpaired surrogates ----------------------------------------------------
+
+_UNSENDABLE = "which cannot be sent as UTF-8; fix or drop that character"
+
+
+@pytest.mark.parametrize(
+    ("raw", "template", "pattern"),
+    [
+        ("hi \ud83d there", None, r"^items\[7\]: the text holds an unpaired surrogate \(\\ud83d at character 3\)"),
+        ({"text": "abc\udc00"}, None, r"^items\[7\]: field 'text' holds an unpaired surrogate \(\\udc00 at character 3\)"),
+        ({"id": "a\ud83d", "text": "ok"}, None, r"^items\[7\]: field 'id' holds an unpaired surrogate \(\\ud83d at character 1\)"),
+        ({"id": "a", "text": "ok", "meta": {"tags": ["x", "\ud800"]}}, None, r"^items\[7\]: field 'meta\.tags\[1\]' holds"),
+        ({"text": "ok", "k\ud83d": 1}, None, r"^items\[7\]: a field name holds an unpaired surrogate"),
+        ({"subject": "s\ud83d"}, "{{ item.subject }}", r"^items\[7\]: field 'subject' holds"),
+    ],
+)
+def test_unpaired_surrogates_are_rejected_naming_item_and_field(raw, template, pattern):
+    with pytest.raises(FlexInputError, match=pattern) as info:
+        PromptBuilder(template).build(raw, "items[7]")
+    assert _UNSENDABLE in str(info.value)
+
+
+def test_surrogate_produced_by_the_template_is_rejected():
+    builder = PromptBuilder("{{ item.text }} {{ params.x }}", context={"params": {"x": "\ud83d"}})
+    with pytest.raises(FlexInputError, match=r"^input_path line 4: the prompt rendered from prompt_template holds an unpaired surrogate \(\\ud83d at character 3\)"):
+        builder.build({"text": "ok"}, "input_path line 4")
+
+
+def test_paired_surrogates_and_control_characters_are_fine():
+    assert PromptBuilder().build("smile \U0001f600 \x00\x1f", "items[0]").prompt == "smile \U0001f600 \x00\x1f"
+
+
+@pytest.mark.parametrize("bad_id", [1.5, True, ["a"], {"a": 1}, float("nan")])
+def test_explicit_id_must_be_string_or_integer(bad_id):
+    with pytest.raises(FlexInputError, match=r"^items\[2\]: field 'id' must be a string or an integer, got "):
+        PromptBuilder().build({"id": bad_id, "text": "x"}, "items[2]")
+
+
+def test_dict_item_that_is_not_json_like_is_an_input_error():
+    with pytest.raises(FlexInputError, match=r"^items\[0\]: not JSON-like"):
+        PromptBuilder().build({(1, 2): "tuple key", "text": "x"}, "items[0]")
+    with pytest.raises(FlexInputError, match=r"^items\[0\]: not JSON-like"):
+        PromptBuilder().build({1: "int and str keys", "text": "x"}, "items[0]")
+
+
+def test_template_errors_of_any_kind_are_input_errors():
+    with pytest.raises(FlexInputError, match=r"^items\[0\]: prompt_template failed: "):
+        PromptBuilder("{{ item.a + item.b }}").build({"a": 1, "b": "x"}, "items[0]")
+    with pytest.raises(FlexInputError, match=r"^items\[0\]: prompt_template failed: "):
+        PromptBuilder("{{ item.a // 0 }}").build({"a": 1}, "items[0]")
+
+
+def test_no_text_field_message_survives_non_string_keys():
+    with pytest.raises(FlexInputError, match=r"^items\[0\]: dict item has no 'text' field \(keys: \['1', '2'\]\)"):
+        PromptBuilder().build({2: "y", 1: "x"}, "items[0]")
+
+
+# -- ids: duplicates ----------------------------------------------------------------------------
+
+
+def _ids(raws, source="items"):
+    return [item.id for item in iter_work_items(enumerate(raws), PromptBuilder(), lambda i: f"{source}[{i}]")]
+
+
+def test_repeated_items_without_ids_get_distinct_deterministic_ids():
+    ids = _ids(["a", "b", "a", {"text": "a"}, "a", {"text": "a"}])
+    h, d = stable_id("a"), stable_id({"text": "a"})
+    assert ids == [h, stable_id("b"), f"{h}-2", d, f"{h}-3", f"{d}-2"]
+    assert ids == _ids(["a", "b", "a", {"text": "a"}, "a", {"text": "a"}])  # the same on every run
+
+
+def test_duplicate_explicit_ids_name_the_id_and_both_positions():
+    raws = [{"id": f"t{i}", "text": str(i)} for i in range(10)]
+    raws[9]["id"] = "t2"
+    with pytest.raises(FlexInputError, match=r"^items\[2\] and items\[9\] both have id 't2'"):
+        _ids(raws)
+
+
+def test_integer_and_string_ids_that_print_the_same_are_duplicates():
+    with pytest.raises(FlexInputError, match=r"^items\[0\] and items\[1\] both have id '7'"):
+        _ids([{"id": 7, "text": "a"}, {"id": "7", "text": "b"}])
+
+
+def test_explicit_id_colliding_with_a_generated_id_is_an_error():
+    h = stable_id("a")
+    with pytest.raises(FlexInputError, match=rf"^items\[1\] and items\[2\] both have id '{h}-2'"):
+        _ids(["a", "a", {"id": f"{h}-2", "text": "x"}])
+    with pytest.raises(FlexInputError, match=rf"^items\[0\] and items\[2\] both have id '{h}-2'"):
+        _ids([{"id": f"{h}-2", "text": "x"}, "a", "a"])
+    with pytest.raises(FlexInputError, match=rf"^items\[0\] and items\[1\] both have id '{h}'"):
+        _ids([{"id": h, "text": "x"}, "a"])
+    with pytest.raises(FlexInputError, match=rf"^items\[0\] and items\[1\] both have id '{h}'"):
+        _ids(["a", {"id": h, "text": "x"}])
+
+
+# -- JSON Lines as bytes ------------------------------------------------------------------------
+
+
+def test_iter_jsonl_reads_bytes_and_names_a_line_that_is_not_utf8():
+    lines = [b'"ok"\n', b'{"text": "caf\xc3\xa9"}\n', b'{"text": "a\xffb"}\n']
+    iterator = iter_jsonl(lines)
+    assert next(iterator) == ("input_path line 1", "ok")
+    assert next(iterator) == ("input_path line 2", {"text": "café"})
+    with pytest.raises(FlexInputError, match=r"^input_path line 3: not valid UTF-8 \(byte 0xff at position 11\)"):
+        next(iterator)
+
+
+def test_iter_jsonl_accepts_a_byte_order_mark_on_the_first_line():
+    assert list(iter_jsonl([b'\xef\xbb\xbf"a"\n', b'"b"\n'])) == [("input_path line 1", "a"), ("input_path line 2", "b")]
+
+
+@pytest.mark.parametrize(
+    ("line", "pattern"),
+    [
+        ("[" * 100000, r"^input_path line 5: not valid JSON \(nested too deeply\)"),
+        ("1" * 5000, r"^input_path line 5: not valid JSON"),
+    ],
+)
+def test_parse_jsonl_line_other_decoder_failures_are_input_errors(line, pattern):
+    with pytest.raises(FlexInputError, match=pattern):
+        parse_jsonl_line(line, 5)
+
+
+def test_json_escaped_surrogate_in_a_line_is_rejected_naming_the_line():
+    (where, raw), = iter_jsonl([b'{"text": "x\\ud83d"}\n'])
+    with pytest.raises(FlexInputError, match=r"^input_path line 1: field 'text' holds an unpaired surrogate"):
+        PromptBuilder().build(raw, where)
