@@ -31,7 +31,6 @@ class BackgroundPoller:
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.polls = 0
 
     async def wait(self, response_id: str) -> Any:
         """Wait for a terminal response object; raises ResponseGone or a fatal API error."""
@@ -55,17 +54,19 @@ class BackgroundPoller:
             return
         async with self._sem:
             try:
-                self.polls += 1
-                response = await self.client.responses.retrieve(response_id, timeout=self.timeout)
+                # A deadline on the whole poll: a body trickling in byte by byte must not hold up the sweep.
+                async with asyncio.timeout(self.timeout):
+                    response = await self.client.responses.retrieve(response_id, timeout=self.timeout)
             except openai.NotFoundError:
                 self._resolve(response_id, exc=ResponseGone(f"background response {response_id} is gone"))
                 return
             except Exception as exc:
                 if classify(exc) in (Verdict.TRANSIENT, Verdict.RATE_LIMITED, Verdict.UNAVAILABLE):
-                    return  # try again next sweep
+                    return  # try again next sweep (a malformed answer included)
                 self._resolve(response_id, exc=exc)
                 return
-        if response.status in TERMINAL:
+        # A malformed body (null, text, no status) is not an answer: poll again next sweep.
+        if not isinstance(response, (str, type(None))) and getattr(response, "status", None) in TERMINAL:
             self._resolve(response_id, value=response)
 
     def _resolve(self, response_id: str, value: Any = None, exc: BaseException | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from flex_provider.engine.config import RequestSpec
-from flex_provider.engine.errors import OutputValidationError
+from flex_provider.engine.errors import MalformedResponseError, OutputValidationError
 from flex_provider.engine.usage import Usage
 
 
@@ -22,6 +22,18 @@ class Reply:
     service_tier: str | None  # as served, which may differ from the one asked for
     usage: Usage
     response_id: str | None
+    model: str | None = None  # as the server reports it (a dated snapshot, or another model)
+
+
+def _shape_error(obj: Any, missing: str) -> MalformedResponseError:
+    got = "null" if obj is None else ("text" if isinstance(obj, str) else f"an object without {missing!r}")
+    return MalformedResponseError(f"malformed 200 answer: expected a JSON object with {missing!r}, got {got}")
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of an SDK model that may have been built from a body lacking it (``construct`` does
+    not validate): missing reads as None instead of an AttributeError deep in our code."""
+    return getattr(obj, name, None) if obj is not None and not isinstance(obj, str) else None
 
 
 class CallBuilder:
@@ -76,25 +88,53 @@ class CallBuilder:
         completion = await client.chat.completions.create(**self.kwargs(prompt, tier))
         return self.read_chat(completion)
 
+    async def create_background(self, client: Any, prompt: str, tier: str) -> str:
+        """Create a background response; returns its id (a body without one is malformed)."""
+        response = await client.responses.create(**self.kwargs(prompt, tier, background=True))
+        response_id = _field(response, "id")
+        if not isinstance(response_id, str) or not response_id:
+            raise _shape_error(response, "id")
+        return response_id
+
     def read_response(self, response: Any) -> Reply:
-        return self._reply(response.output_text, response.service_tier, response.usage, response.id)
+        output = _field(response, "output")
+        if not isinstance(output, list):
+            raise _shape_error(response, "output")
+        return self._reply(
+            response.output_text,
+            _field(response, "service_tier"),
+            _field(response, "usage"),
+            _field(response, "id"),
+            _field(response, "model"),
+        )
 
     def read_chat(self, completion: Any) -> Reply:
-        message = completion.choices[0].message
+        choices = _field(completion, "choices")
+        if not isinstance(choices, list) or not choices or _field(choices[0], "message") is None:
+            raise _shape_error(completion, "choices")
+        message = choices[0].message
+        model = _field(completion, "model")
         if getattr(message, "refusal", None):
             refused = OutputValidationError(f"model refused: {message.refusal}")
-            refused.usage, refused.service_tier = Usage.from_api(completion.usage), completion.service_tier
+            refused.usage = Usage.from_api(_field(completion, "usage"))
+            refused.service_tier, refused.model = _field(completion, "service_tier"), model
             raise refused  # a refusal is billed too
-        return self._reply(message.content or "", completion.service_tier, completion.usage, completion.id)
+        return self._reply(
+            message.content or "",
+            _field(completion, "service_tier"),
+            _field(completion, "usage"),
+            _field(completion, "id"),
+            model,
+        )
 
-    def _reply(self, text: str, tier: str | None, api_usage: Any, response_id: str | None) -> Reply:
+    def _reply(self, text: str, tier: str | None, api_usage: Any, response_id: str | None, model: str | None) -> Reply:
         usage = Usage.from_api(api_usage)
         try:
             output = self._parse(text)
         except OutputValidationError as exc:
-            exc.usage, exc.service_tier = usage, tier  # a wrong answer is still billed
+            exc.usage, exc.service_tier, exc.model = usage, tier, model  # a wrong answer is still billed
             raise
-        return Reply(output, tier, usage, response_id)
+        return Reply(output, tier, usage, response_id, model)
 
     def _parse(self, text: str) -> Any:
         if self._validator is None:

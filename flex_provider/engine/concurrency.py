@@ -14,8 +14,9 @@ import time
 
 
 class AdaptiveLimiter:
-    def __init__(self, maximum: int) -> None:
+    def __init__(self, maximum: int, max_pause_s: float = 900.0) -> None:
         self.maximum = maximum
+        self.max_pause_s = max_pause_s  # a server-sent wait never pauses the whole run longer than this
         self.limit = maximum
         self.in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -69,8 +70,8 @@ class AdaptiveLimiter:
             self.limit = max(1, self.limit // 2)
             self._last_decrease = now
         self._streak = 0
-        if wait_s:
-            self._resume_at = max(self._resume_at, now + wait_s)
+        if wait_s and wait_s > 0:
+            self._resume_at = max(self._resume_at, now + min(wait_s, self.max_pause_s))
 
     def on_success(self) -> None:
         if self.limit >= self.maximum:

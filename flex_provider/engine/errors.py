@@ -8,6 +8,7 @@ strategies, the concurrency limiter and the runner all act on the verdict, never
 from __future__ import annotations
 
 import enum
+import json
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ import openai
 __all__ = [
     "FlexInputError",
     "FlexRunAborted",
+    "MalformedResponseError",
     "OutputValidationError",
     "Verdict",
     "classify",
@@ -51,7 +53,18 @@ class OutputValidationError(ValueError):
 
     usage: Any = None
     service_tier: str | None = None
+    model: str | None = None
 
+
+class MalformedResponseError(RuntimeError):
+    """The server answered 200 but not with a response we can read (invalid JSON, HTML, an empty or
+    ``null`` body, no ``output``/``choices``). A proxy or an overloaded server does this now and then:
+    the item is retried within its budget, it never stops the run."""
+
+
+# What the SDK raises itself when a 200 body cannot be read: ``response.json()`` fails with a
+# JSONDecodeError; strict validation raises APIResponseValidationError.
+_MALFORMED = (MalformedResponseError, json.JSONDecodeError, openai.APIResponseValidationError)
 
 _FATAL_STATUS = {401, 403}
 _ITEM_STATUS = {400, 404, 422}
@@ -62,6 +75,8 @@ def classify(exc: BaseException) -> Verdict:
     """Sort an exception raised by a create/retrieve call into a :class:`Verdict`."""
     if isinstance(exc, OutputValidationError):
         return Verdict.ITEM_FAILED
+    if isinstance(exc, _MALFORMED):
+        return Verdict.TRANSIENT
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return Verdict.TRANSIENT
     if isinstance(exc, openai.APIStatusError):
@@ -100,12 +115,36 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
 _KEY_PATTERN = re.compile(r"\b(sk|sess|rk)-[A-Za-z0-9_\-*]{4,}")
 
 
+def _secret_forms(secret: str) -> list[str]:
+    """A key as it may appear in a message: as is, escaped by ``repr`` (an HTTP library complaining
+    about ``b'Bearer sk-...\\n'``), and each line of it (a key with a newline pasted in)."""
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1]}
+    forms.update(part for part in secret.splitlines() if len(part.strip()) >= 4)
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove API keys (known ones and anything shaped like one) from a message."""
+    """Remove API keys (known ones, in any escaped form, and anything shaped like one) from a message."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            for form in _secret_forms(secret):
+                text = text.replace(form, "***")
     return _KEY_PATTERN.sub(r"\1-***", text)
+
+
+def root_cause(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """``Type: message`` of the most specific cause under an SDK error. The SDK says only
+    "Connection error."; the cause (refused, unknown host, unsupported scheme) is what a person needs."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for candidate in reversed(seen):
+        message = str(candidate).strip()
+        if message:
+            return redact(f"{type(candidate).__name__}: {message}", secrets)
+    return type(exc).__name__
 
 
 def error_info(exc: BaseException, secrets: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -18,7 +18,8 @@ class RunCounters:
     requests: int = 0
     unavailable: int = 0  # 429 resource_unavailable answers
     rate_limited: int = 0  # 429 rate_limit_exceeded answers
-    transient_errors: int = 0  # 408/409/5xx/connection/timeouts
+    transient_errors: int = 0  # 408/409/5xx/connection/timeouts/malformed answers
+    malformed: int = 0  # 200 answers that could not be read (invalid JSON, HTML, no output)
     fallbacks: int = 0  # items sent to the fallback tier
     background_created: int = 0
     background_reattached: int = 0  # pending background responses picked up after a restart
@@ -26,6 +27,7 @@ class RunCounters:
     failed: int = 0
     resumed: int = 0  # items skipped because storage already held their result
     duplicates: int = 0  # input items whose id was already seen in this input
+    prompt_changed: int = 0  # items with a final record for another prompt: sent again
     in_flight: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: CostTally = field(default_factory=CostTally)
@@ -36,6 +38,7 @@ class RunCounters:
         "unavailable",
         "rate_limited",
         "transient_errors",
+        "malformed",
         "fallbacks",
         "background_created",
         "background_reattached",

@@ -7,8 +7,10 @@ present, else exponential backoff with jitter), and stop conditions bound the pe
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openai
@@ -24,17 +26,22 @@ from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
 from flex_provider.engine.config import RetryPolicy
-from flex_provider.engine.errors import Verdict, classify
+from flex_provider.engine.errors import Verdict, classify, error_info
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _seconds(value: float) -> float | None:
+    """A usable wait: finite and not negative (``nan``, ``inf`` and ``-1`` parse as floats)."""
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def parse_duration(text: str) -> float | None:
     """OpenAI's reset headers are Go-style durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
     text = text.strip()
     try:
-        return float(text)
+        return _seconds(float(text))
     except ValueError:
         pass
     parts = _DURATION_PART.findall(text)
@@ -51,12 +58,14 @@ def server_wait_hint(exc: BaseException | None) -> float | None:
     headers = exc.response.headers
     if (value := headers.get("retry-after-ms")) is not None:
         try:
-            return float(value) / 1000.0
+            if (seconds := _seconds(float(value) / 1000.0)) is not None:
+                return seconds
         except ValueError:
             pass
     if (value := headers.get("retry-after")) is not None:
         try:
-            return float(value)
+            if (seconds := _seconds(float(value))) is not None:
+                return seconds
         except ValueError:
             pass  # HTTP-date form: not used by OpenAI; fall through
     if classify(exc) is not Verdict.RATE_LIMITED:
@@ -66,6 +75,36 @@ def server_wait_hint(exc: BaseException | None) -> float | None:
     ]
     resets = [r for r in resets if r is not None]
     return max(resets) if resets else None
+
+
+def rate_limit_too_long(exc: BaseException, policy: RetryPolicy) -> str | None:
+    """Why a 429 rate_limit_exceeded must stop the run instead of being waited out, or None.
+
+    A daily limit answers with a reset hours away. Sleeping that long would freeze the whole run
+    (every item waits on the same limit), and giving up item by item would burn each item's budget.
+    When the wait is longer than we may honour (``max_retry_after_s``) or than an item may keep
+    trying (``max_elapsed_s``), the run stops with a message naming the limit and when it resets,
+    so that a task retry after the reset resumes where this one stopped."""
+    if classify(exc) is not Verdict.RATE_LIMITED:
+        return None
+    wait = server_wait_hint(exc)
+    allowed = min(policy.max_retry_after_s, policy.max_elapsed_s)
+    if wait is None or wait <= allowed:
+        return None
+    headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else {}
+    limits = [
+        f"{kind} limit {headers[f'x-ratelimit-limit-{kind}']}"
+        for kind in ("requests", "tokens")
+        if f"x-ratelimit-limit-{kind}" in headers
+    ]
+    resets_at = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat(timespec="seconds")
+    message = error_info(exc).get("message", "")
+    return (
+        f"flex run stopped: rate limit reached ({', '.join(limits) or 'limit not stated'}): {message} "
+        f"The server asks to wait {wait:.0f} s (until about {resets_at}), longer than retry.max_retry_after_s="
+        f"{policy.max_retry_after_s:g} s allows. Finished items are kept; retry the task after the reset "
+        "(or raise retry.max_retry_after_s to wait it out) and it resumes where it stopped."
+    )
 
 
 class retry_if_verdict(retry_base):

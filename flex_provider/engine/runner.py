@@ -30,17 +30,37 @@ from flex_provider.engine.background import BackgroundPoller, ResponseGone
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
 from flex_provider.engine.config import RequestSpec, RunOptions
-from flex_provider.engine.errors import FlexRunAborted, OutputValidationError, Verdict, classify, error_info, redact
+from flex_provider.engine.errors import (
+    FlexRunAborted,
+    MalformedResponseError,
+    OutputValidationError,
+    Verdict,
+    classify,
+    error_info,
+    redact,
+)
+from flex_provider.engine.health import RunHealth
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.pricing import CostTally, PriceTable
 from flex_provider.engine.progress import RunCounters
-from flex_provider.engine.retry import item_retrying, server_wait_hint
+from flex_provider.engine.retry import item_retrying, rate_limit_too_long, server_wait_hint
 from flex_provider.engine.store import ResultStore
 from flex_provider.engine.usage import Usage
 
 log = logging.getLogger("flex_provider.engine")
 
 _FEED_CHUNK = 256
+
+# What a 200 that cannot be read raises (ours, or the SDK's own JSON error): an item-level blip.
+_MALFORMED = (MalformedResponseError, json.JSONDecodeError, openai.APIResponseValidationError)
+# Every way one item can end in failure without the run being broken; anything else is a bug of
+# ours, which must stop the run loudly instead of marking thousands of items failed.
+_ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, *_MALFORMED)
+
+
+def prompt_hash(prompt: str) -> str:
+    """What was sent, in 16 hex characters: on resume a changed prompt is sent again."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
 class BackgroundFailed(RuntimeError):
@@ -79,6 +99,8 @@ class FlexEngine:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         output_uri: str | None = None,
         prompt_template: str | None = None,
+        endpoint: str = "the configured server",
+        connect_grace_s: float = 60.0,
     ) -> None:
         self.client = client
         self.spec = spec
@@ -90,7 +112,8 @@ class FlexEngine:
         self.prompt_template = prompt_template  # part of the fingerprint: it shapes every prompt
         self.calls = CallBuilder(spec)
         self.prices = PriceTable(options.prices)
-        self.limiter = AdaptiveLimiter(options.max_concurrency)
+        self.limiter = AdaptiveLimiter(options.max_concurrency, max_pause_s=options.retry.max_retry_after_s)
+        self.health = RunHealth(endpoint, secrets=secrets, connect_grace_s=connect_grace_s)
         self.counters = RunCounters()
         self.poller = BackgroundPoller(client, options.poll_interval_s) if options.submit_mode == "background" else None
         self._buffer: list[dict[str, Any]] = []
@@ -100,6 +123,10 @@ class FlexEngine:
         self._known_pending: dict[str, dict[str, Any]] = {}
         self._dirty_progress = False
         self._finished = asyncio.Event()
+        # XCom mode: stop sending once the finished records would not fit in XCom anyway.
+        self._max_result_bytes: int | None = getattr(options, "max_result_bytes", None)
+        self._result_bytes = 0
+        self._stop_reason: str | None = None
 
     # -- public ----------------------------------------------------------------------------
     async def run(self, items: Iterable[WorkItem], total: int | None = None) -> dict[str, Any]:
@@ -111,7 +138,8 @@ class FlexEngine:
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load)
         self._known_pending = dict(state.pending)
-        finished = state.final_ids
+        finished: dict[str, str | None] = getattr(state, "final_prompts", None) or dict.fromkeys(state.final_ids)
+        self._result_bytes = int(getattr(state, "final_bytes", 0) or 0)
         self.log.info(
             "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
             "%d background response(s) to re-attach, model=%s tier=%s concurrency=%d mode=%s",
@@ -124,7 +152,12 @@ class FlexEngine:
             self.options.submit_mode,
         )
         try:
-            await self._run_workers(items, finished, total)
+            if self._over_result_limit():
+                self._stop_reason = "result_bytes"
+            else:
+                await self._run_workers(items, finished, total)
+            if self._stop_reason is not None:
+                raise self._stopped_error()
         except BaseException:  # aborted, failed or cancelled (trigger killed/moved): keep what finished
             await asyncio.shield(self._flush(force=True))
             raise
@@ -135,7 +168,19 @@ class FlexEngine:
         self.log.info(self.counters.line(total))
         return await asyncio.to_thread(self._finalize, started)
 
-    async def _run_workers(self, items: Iterable[WorkItem], finished: set[str], total: int | None) -> None:
+    def _over_result_limit(self) -> bool:
+        return self._max_result_bytes is not None and self._result_bytes > self._max_result_bytes
+
+    def _stopped_error(self) -> FlexRunAborted:
+        return FlexRunAborted(
+            f"flex run stopped sending: the finished records already take {self._result_bytes} bytes, over the "
+            f"XCom limit of {self._max_result_bytes} bytes (xcom_max_bytes), so a bigger run could only be refused "
+            "after paying for it. Set output_path (e.g. 's3://bucket/folder/') to write results to object storage; "
+            "pointing output_path at the folder named below reuses every answer already paid for.",
+            {"type": "ResultsTooLarge", "result_bytes": self._result_bytes},
+        )
+
+    async def _run_workers(self, items: Iterable[WorkItem], finished: dict[str, str | None], total: int | None) -> None:
         queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
         try:
             async with asyncio.TaskGroup() as group:
@@ -169,33 +214,49 @@ class FlexEngine:
         return {"model": self.spec.model, "api": self.spec.api, "service_tier": self.spec.service_tier}
 
     # -- feeding ---------------------------------------------------------------------------
-    async def _feed(self, items: Iterable[WorkItem], finished: set[str], queue: asyncio.Queue) -> None:
+    async def _feed(self, items: Iterable[WorkItem], finished: dict[str, str | None], queue: asyncio.Queue) -> None:
         iterator: Iterator[WorkItem] = iter(items)
+
+        def next_chunk() -> list[tuple[WorkItem, str]]:  # in a thread: storage reads, rendering, hashing
+            return [(item, prompt_hash(item.prompt)) for item in itertools.islice(iterator, _FEED_CHUNK)]
+
         seen: set[str] = set()
         position = 0
-        while True:
-            chunk = await asyncio.to_thread(lambda: list(itertools.islice(iterator, _FEED_CHUNK)))
+        while self._stop_reason is None:
+            chunk = await asyncio.to_thread(next_chunk)
             if not chunk:
                 return
-            for item in chunk:
+            for entry in chunk:
+                item = entry[0]
                 item.index, position = position, position + 1
                 if item.id in seen:
                     self.counters.duplicates += 1
                     continue
                 seen.add(item.id)
                 if item.id in finished:
-                    self.counters.resumed += 1
-                    continue
-                await queue.put(item)
+                    stored = finished[item.id]
+                    if stored is None or stored == entry[1]:  # no hash: written before hashes existed
+                        self.counters.resumed += 1
+                        continue
+                    self.counters.prompt_changed += 1  # same id, another prompt: the old answer is stale
+                await queue.put(entry)
 
     async def _worker(self, queue: asyncio.Queue) -> None:
-        while (item := await queue.get()) is not None:
+        while (entry := await queue.get()) is not None:
+            if self._stop_reason is not None:
+                continue  # drain: the feeder is stopping too
             self.counters.in_flight += 1
             try:
-                record = await self._process(item)
+                record = await self._process(*entry)
             finally:
                 self.counters.in_flight -= 1
             self._buffer.append(record)
+            if self._max_result_bytes is not None:
+                self._result_bytes += len(
+                    json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "replace")
+                )
+                if self._over_result_limit():
+                    self._stop_reason = "result_bytes"
             if len(self._buffer) >= self.options.flush_every:
                 await self._flush()
 
@@ -212,7 +273,7 @@ class FlexEngine:
                 next_report = time.monotonic() + self.options.progress_interval_s
 
     # -- one item ----------------------------------------------------------------------------
-    async def _process(self, item: WorkItem) -> dict[str, Any]:
+    async def _process(self, item: WorkItem, sent_hash: str) -> dict[str, Any]:
         tier = self.spec.service_tier
         attempts = [0]
         fell_back = False
@@ -232,9 +293,8 @@ class FlexEngine:
                 reply = await self._on_tier(item, self.options.fallback_tier, attempts)
         except asyncio.CancelledError:
             raise
-        except (openai.OpenAIError, OutputValidationError, BackgroundFailed, TimeoutError) as exc:
-            # Only answers (or silences) of the API make an item fail; a bug of ours must stop the
-            # run loudly instead of marking thousands of items failed.
+        except (*_ITEM_ERRORS, BackgroundFailed) as exc:
+            # Only answers (or silences) of the API make an item fail; a bug of ours must stop the run.
             verdict = classify(exc) if not isinstance(exc, BackgroundFailed) else None
             if verdict is Verdict.FATAL:
                 info = error_info(exc, self.secrets)
@@ -244,8 +304,11 @@ class FlexEngine:
                     "finished items are kept)",
                     info,
                 ) from None
-            return self._failure(item, exc, attempts[0], fell_back)
-        return self._success(item, reply, attempts[0], fell_back, tier)
+            if verdict is Verdict.ITEM_FAILED:
+                self.health.on_item_failed(exc)  # the same refusal for item after item stops the run
+            return self._failure(item, sent_hash, exc, attempts[0], fell_back)
+        self.health.on_item_succeeded()
+        return self._success(item, sent_hash, reply, attempts[0], fell_back, tier)
 
     async def _on_tier(self, item: WorkItem, tier: str, attempts: list[int]) -> Reply:
         if self.poller is None:
@@ -267,15 +330,29 @@ class FlexEngine:
                 try:
                     self.counters.requests += 1
                     self._dirty_progress = True
-                    result = await call()
+                    # ``timeout`` bounds the whole request, body included: httpx's timeout is per read,
+                    # so a body trickling in a byte at a time would otherwise never time out.
+                    async with asyncio.timeout(self.spec.timeout):
+                        result = await call()
                 except openai.APIStatusError as exc:
+                    self.health.on_answer()
                     self._count_error(exc)
                     raise
-                except (openai.APIConnectionError, TimeoutError):
+                except (openai.APITimeoutError, TimeoutError):
+                    self.counters.transient_errors += 1
+                    raise
+                except openai.APIConnectionError as exc:
+                    self.counters.transient_errors += 1
+                    self.health.on_connection_error(exc)  # a broken configuration stops the run
+                    raise
+                except _MALFORMED:
+                    self.health.on_answer()
+                    self.counters.malformed += 1
                     self.counters.transient_errors += 1
                     raise
                 finally:
                     self.limiter.release()
+                self.health.on_answer()
                 self.limiter.on_success()
         return result
 
@@ -285,6 +362,9 @@ class FlexEngine:
             self.counters.unavailable += 1
         elif verdict is Verdict.RATE_LIMITED:
             self.counters.rate_limited += 1
+            too_long = rate_limit_too_long(exc, self.options.retry)
+            if too_long is not None:
+                raise FlexRunAborted(too_long, error_info(exc, self.secrets))
             self.limiter.on_rate_limited(server_wait_hint(exc))
         elif verdict is Verdict.TRANSIENT:
             self.counters.transient_errors += 1
@@ -310,13 +390,12 @@ class FlexEngine:
             response_id = None
         for _ in range(self.options.retry.max_attempts):
             if response_id is None:
-                response = await self._with_retries(
-                    lambda: self.client.responses.create(**self.calls.kwargs(item.prompt, tier, background=True)),
+                response_id = await self._with_retries(
+                    lambda: self.calls.create_background(self.client, item.prompt, tier),
                     attempts,
                     retry_unavailable=self.options.on_unavailable != "fail",
                 )
                 self.counters.background_created += 1
-                response_id = response.id
                 await self._checkpoint_pending({"id": item.id, "response_id": response_id, "tier": tier})
             try:
                 response = await self.poller.wait(response_id)
@@ -355,9 +434,12 @@ class FlexEngine:
             await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, batch))
 
     # -- records -----------------------------------------------------------------------------
-    def _success(self, item: WorkItem, reply: Reply, attempts: int, fell_back: bool, asked: str) -> dict[str, Any]:
+    def _success(
+        self, item: WorkItem, sent_hash: str, reply: Reply, attempts: int, fell_back: bool, asked: str
+    ) -> dict[str, Any]:
         self.counters.succeeded += 1
-        self._account(reply.usage, reply.service_tier)
+        model = reply.model or self.spec.model  # priced and recorded as the server says it answered
+        self._account(reply.usage, reply.service_tier, model)
         return {
             "id": item.id,
             "index": item.index,
@@ -366,15 +448,18 @@ class FlexEngine:
             "service_tier": reply.service_tier,
             "requested_tier": self.options.fallback_tier if fell_back else asked,
             "fallback": fell_back,
-            "model": self.spec.model,
+            "model": model,
             "usage": reply.usage.as_dict(),
             "attempts": attempts,
             "error": None,
             "response_id": reply.response_id,
+            "prompt_hash": sent_hash,
             "finished_at": _now(),
         }
 
-    def _failure(self, item: WorkItem, exc: BaseException, attempts: int, fell_back: bool) -> dict[str, Any]:
+    def _failure(
+        self, item: WorkItem, sent_hash: str, exc: BaseException, attempts: int, fell_back: bool
+    ) -> dict[str, Any]:
         self.counters.failed += 1
         info = error_info(exc, self.secrets)
         if isinstance(exc, BackgroundFailed):
@@ -384,7 +469,8 @@ class FlexEngine:
             info["retryable"] = classify(exc) in (Verdict.UNAVAILABLE, Verdict.RATE_LIMITED, Verdict.TRANSIENT)
         usage = getattr(exc, "usage", None) or Usage()
         tier = getattr(exc, "service_tier", None)
-        self._account(usage, tier)
+        model = getattr(exc, "model", None) or self.spec.model
+        self._account(usage, tier, model)
         return {
             "id": item.id,
             "index": item.index,
@@ -393,17 +479,18 @@ class FlexEngine:
             "service_tier": tier,
             "requested_tier": self.options.fallback_tier if fell_back else self.spec.service_tier,
             "fallback": fell_back,
-            "model": self.spec.model,
+            "model": model,
             "usage": usage.as_dict(),
             "attempts": attempts,
             "error": info,
             "response_id": None,
+            "prompt_hash": sent_hash,
             "finished_at": _now(),
         }
 
-    def _account(self, usage: Usage, tier: str | None) -> None:
+    def _account(self, usage: Usage, tier: str | None, model: str) -> None:
         self.counters.usage.add(usage)
-        self.counters.cost.add(self.prices, self.spec.model, tier, usage)
+        self.counters.cost.add(self.prices, model, tier, usage)
 
     async def _flush(self, force: bool = False) -> None:
         if not self._buffer and not (force or self._dirty_progress):
@@ -431,12 +518,14 @@ class FlexEngine:
             "unavailable": totals["unavailable"],
             "rate_limited": totals["rate_limited"],
             "transient_errors": totals["transient_errors"],
+            "malformed_answers": totals["malformed"],
             "fallbacks": totals["fallbacks"],
             "this_run": {
                 "requests": self.counters.requests,
                 "resumed": self.counters.resumed,
                 "processed": self.counters.succeeded + self.counters.failed,
                 "duplicates_in_input": self.counters.duplicates,
+                "prompt_changed": self.counters.prompt_changed,
                 "background_reattached": self.counters.background_reattached,
             },
             "model": self.spec.model,

@@ -37,7 +37,10 @@ async def test_30_percent_unavailable_every_item_succeeds_exactly_once(emu, tmp_
 async def test_fallback_sends_item_with_standard_tier_and_records_it(emu, tmp_path: Path) -> None:
     emu.update(unavailable_rate=1.0)
     engine = make_engine(
-        emu, tmp_path, API_KEY, on_unavailable="fallback",
+        emu,
+        tmp_path,
+        API_KEY,
+        on_unavailable="fallback",
         retry={"max_attempts": 3, "initial_wait_s": 0.0, "max_wait_s": 0.01, "jitter_s": 0.0},
     )
     summary = await engine.run(make_items(10), total=10)
@@ -74,10 +77,21 @@ async def test_retry_budget_exhausted_item_fails_and_is_retried_by_next_run(emu,
     assert len(records(tmp_path)) == 4  # compacted: the old failures are gone
 
 
-async def test_unknown_model_fails_items_without_retry_and_keeps_server_message(emu, tmp_path: Path) -> None:
-    engine = make_engine(emu, tmp_path, API_KEY, spec={"model": "gpt-nonexistent"}, retry=FAST_RETRY)
-    summary = await engine.run(make_items(6), total=6)
-    assert summary["failed"] == 6 and summary["requests"] == 6  # no retry on 404
+async def test_unknown_model_stops_the_run_after_a_few_items_not_one_request_per_item(emu, tmp_path: Path) -> None:
+    """Unattended nights #5: 404 for every item is the configuration, not the items."""
+    engine = make_engine(emu, tmp_path, API_KEY, spec={"model": "gpt-nonexistent"}, retry=FAST_RETRY, max_concurrency=2)
+    with pytest.raises(FlexRunAborted) as caught:
+        await engine.run(make_items(200), total=200)
+    message = str(caught.value)
+    assert "404" in message and "model_not_found" in message and "gpt-nonexistent" in message
+    assert emu.stats()["requests"] <= 5  # a few items, not 200 doomed requests (no retry on 404 either)
+
+
+async def test_a_404_among_successes_fails_only_that_item(emu, tmp_path: Path) -> None:
+    """One item-level 404 (or two in a row) is not a run-wide verdict: the run goes on."""
+    engine = make_engine(emu, tmp_path, API_KEY, spec={"model": "gpt-nonexistent"}, retry=FAST_RETRY, max_concurrency=1)
+    summary = await engine.run(make_items(2), total=2)
+    assert summary["failed"] == 2 and summary["requests"] == 2  # no retry on 404
     error = records(tmp_path)[0]["error"]
     assert error["status_code"] == 404 and error["code"] == "model_not_found"
     assert "gpt-nonexistent" in error["message"] and not error["retryable"]

@@ -3,13 +3,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.config import RequestSpec
-from flex_provider.engine.errors import OutputValidationError, Verdict, classify
+from flex_provider.engine.errors import MalformedResponseError, OutputValidationError, Verdict, classify
 from flex_provider.engine.usage import Usage
 
 SCHEMA = {
@@ -216,6 +218,7 @@ def test_read_response_success():
         service_tier="flex",
         usage=Usage(input=100, cached=40, output=20, reasoning=8),
         response_id="resp_9",
+        model="o3",  # as the server reports it
     )
 
 
@@ -231,7 +234,7 @@ def test_invalid_output_error_carries_usage_and_tier():
 def test_read_chat_success_and_empty_content():
     builder = CallBuilder(RequestSpec(model="o3", api="chat"))
     reply = builder.read_chat(make_completion("Bonjour"))
-    assert reply == Reply("Bonjour", "flex", Usage(input=30, output=6), "chatcmpl_1")
+    assert reply == Reply("Bonjour", "flex", Usage(input=30, output=6), "chatcmpl_1", "o3")
     assert builder.read_chat(make_completion(None)).output == ""
 
 
@@ -275,3 +278,34 @@ async def test_send_chat():
     assert name == "chat"
     assert kwargs["service_tier"] == "flex"
     assert kwargs["response_format"]["json_schema"]["strict"] is True
+
+
+@pytest.mark.parametrize(
+    ("api", "body", "pattern"),
+    [
+        ("responses", None, r"got null"),
+        ("responses", "<html>Bad gateway</html>", r"got text"),
+        ("responses", {"id": "resp_1", "object": "response"}, r"without 'output'"),
+        ("chat", None, r"got null"),
+        ("chat", "<html>oops</html>", r"got text"),
+        ("chat", {"id": "c1", "object": "chat.completion"}, r"'choices'"),
+        ("chat", {"id": "c1", "object": "chat.completion", "choices": []}, r"'choices'"),
+    ],
+)
+def test_malformed_200_bodies_are_transient_item_errors_not_internal_errors(api, body, pattern):
+    """Unattended nights #2: what the SDK hands back for a garbled 200 (None, the text, a model
+    built without its fields) raises MalformedResponseError, which is retried, not an AttributeError
+    that stops the run."""
+    builder = CallBuilder(RequestSpec(model="o3", api=api))
+    if isinstance(body, dict):
+        body = (Response if api == "responses" else ChatCompletion).construct(**body)
+    read = builder.read_response if api == "responses" else builder.read_chat
+    with pytest.raises(MalformedResponseError, match=r"^malformed 200 answer: .*" + pattern) as info:
+        read(body)
+    assert classify(info.value) is Verdict.TRANSIENT
+
+
+def test_sdk_json_errors_on_a_200_are_transient():
+    assert classify(json.JSONDecodeError("Expecting value", "", 0)) is Verdict.TRANSIENT
+    response = httpx2.Response(200, request=httpx2.Request("POST", "http://x/v1/responses"), text="<html>")
+    assert classify(openai.APIResponseValidationError(response, "<html>", message="bad")) is Verdict.TRANSIENT

@@ -174,3 +174,12 @@ async def test_limit_increase_wakes_waiters(monkeypatch):
     await asyncio.wait_for(waiter, timeout=0.5)
     assert limiter.limit == 2
     assert limiter.in_flight == 2
+
+
+def test_a_server_sent_pause_is_capped(clock):
+    """Unattended nights #1: ``retry-after: 86400`` must not pause the whole run for a day."""
+    limiter = AdaptiveLimiter(4, max_pause_s=900.0)
+    limiter.on_rate_limited(86400.0)
+    assert limiter._resume_at == 1000.0 + 900.0
+    limiter.on_rate_limited(float("nan"))  # garbage is no pause at all
+    assert limiter._resume_at == 1900.0

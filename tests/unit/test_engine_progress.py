@@ -16,6 +16,7 @@ def test_persisted_holds_only_request_counters():
         "unavailable": 3,
         "rate_limited": 2,
         "transient_errors": 1,
+        "malformed": 0,
         "fallbacks": 4,
         "background_created": 5,
         "background_reattached": 6,

@@ -12,6 +12,7 @@ from flex_provider.engine.retry import (
     backoff,
     item_retrying,
     parse_duration,
+    rate_limit_too_long,
     retry_if_verdict,
     server_wait_hint,
     wait_server_hint,
@@ -254,3 +255,38 @@ async def test_before_sleep_sees_server_hint_and_fallback_waits():
     assert await item_retrying(policy, retry_unavailable=True, before_sleep=before_sleep)(fn) == "done"
     assert sleeps == [pytest.approx(0.005), pytest.approx(0.02), 0]
     assert attempts == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "-inf"])
+def test_hint_ignores_non_finite_or_negative_waits(value):
+    assert server_wait_hint(rate_limited(headers={"retry-after": value})) is None
+    assert server_wait_hint(rate_limited(headers={"retry-after-ms": value})) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "86400"},
+        {"x-ratelimit-reset-requests": "24h0m0s", "x-ratelimit-limit-requests": "10000"},
+        {"x-ratelimit-reset-tokens": "2h", "x-ratelimit-limit-tokens": "2000000"},
+    ],
+)
+def test_a_daily_limit_stops_the_run_with_the_limit_and_reset_named(headers):
+    """Unattended nights #1: a wait longer than we may honour is not slept: the message says which
+    limit, how long and until when, so a later task retry picks up."""
+    exc = rate_limited(headers=headers, message="Rate limit reached for gpt-5-mini on requests per day (RPD)")
+    reason = rate_limit_too_long(exc, RetryPolicy())
+    assert reason is not None
+    assert "requests per day" in reason and "until about 20" in reason and "retry the task" in reason
+    for name in ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"):
+        if name in headers:
+            assert f"{name.rsplit('-', 1)[1]} limit {headers[name]}" in reason
+
+
+def test_a_short_rate_limit_wait_or_another_verdict_is_waited_out():
+    assert rate_limit_too_long(rate_limited(headers={"retry-after": "20"}), RetryPolicy()) is None
+    assert rate_limit_too_long(rate_limited(), RetryPolicy()) is None
+    assert rate_limit_too_long(unavailable(headers={"retry-after": "86400"}), RetryPolicy()) is None
+    # the item's elapsed budget bounds it too
+    policy = RetryPolicy(max_elapsed_s=60, max_retry_after_s=900)
+    assert rate_limit_too_long(rate_limited(headers={"retry-after": "120"}), policy) is not None
