@@ -20,6 +20,7 @@ __all__ = [
     "MalformedResponseError",
     "OutputValidationError",
     "Verdict",
+    "WaitTooLong",
     "classify",
     "error_info",
     "redact",
@@ -60,6 +61,12 @@ class MalformedResponseError(RuntimeError):
     """The server answered 200 but not with a response we can read (invalid JSON, HTML, an empty or
     ``null`` body, no ``output``/``choices``). A proxy or an overloaded server does this now and then:
     the item is retried within its budget, it never stops the run."""
+
+
+class WaitTooLong(RuntimeError):
+    """A 429 rate_limit_exceeded whose reset is further away than this item may wait (a daily
+    limit). The item ends at once as a *retryable* failure instead of sleeping for hours; when item
+    after item gets it, :class:`~flex_provider.engine.health.RunHealth` stops the run."""
 
 
 # What the SDK raises itself when a 200 body cannot be read: ``response.json()`` fails with a

@@ -11,7 +11,8 @@ a whole cannot succeed:
 - a request that can never be sent (unsupported scheme, malformed URL, a key with a newline in it),
   at once;
 - the same request-level refusal (404 for the model or the URL, 400 about ``model`` or
-  ``service_tier``) for ``same_refusal_items`` items in a row with no success in between.
+  ``service_tier``, or a rate limit resetting hours away) for ``same_refusal_items`` items in a row
+  with no success in between.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import httpx2
 import openai
 
-from flex_provider.engine.errors import FlexRunAborted, error_info, root_cause
+from flex_provider.engine.errors import FlexRunAborted, WaitTooLong, error_info, root_cause
 
 # Causes under an APIConnectionError that mean the request could not even be formed or sent:
 # retrying cannot help, whatever the server's health.
@@ -41,6 +42,8 @@ def _unsendable(exc: BaseException) -> bool:
 
 def _refusal_key(exc: BaseException) -> tuple[int, str] | None:
     """A refusal about the request as a whole (not about this item's content), or None."""
+    if isinstance(exc, WaitTooLong):
+        return 429, "rate_limit_too_long"
     if not isinstance(exc, openai.APIStatusError):
         return None
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -107,14 +110,17 @@ class RunHealth:
             self._refusal_streak += 1
         else:
             self._refusal, self._refusal_streak = key, 1
-        if self._refusal_streak >= self.same_refusal_items:
-            info = error_info(exc, self.secrets)
-            raise self._abort(
-                f"the server refused the last {self._refusal_streak} items the same way "
-                f"({info.get('status_code')} {info.get('code') or ''}: {info['message']}) at {self.endpoint}; "
-                "every other item would be refused too. Check the model name, service_tier and Base URL.",
-                info,
-            )
+        if self._refusal_streak < self.same_refusal_items:
+            return
+        info = error_info(exc, self.secrets)
+        if isinstance(exc, WaitTooLong):
+            raise self._abort(f"{info['message']} (the last {self._refusal_streak} items all hit this limit)", info)
+        raise self._abort(
+            f"the server refused the last {self._refusal_streak} items the same way "
+            f"({info.get('status_code')} {info.get('code') or ''}: {info['message']}) at {self.endpoint}; "
+            "every other item would be refused too. Check the model name, service_tier and Base URL.",
+            info,
+        )
 
     @staticmethod
     def _abort(message: str, info: dict | None = None) -> FlexRunAborted:

@@ -78,13 +78,13 @@ def server_wait_hint(exc: BaseException | None) -> float | None:
 
 
 def rate_limit_too_long(exc: BaseException, policy: RetryPolicy) -> str | None:
-    """Why a 429 rate_limit_exceeded must stop the run instead of being waited out, or None.
+    """Why a 429 rate_limit_exceeded must not be waited out, or None.
 
     A daily limit answers with a reset hours away. Sleeping that long would freeze the whole run
-    (every item waits on the same limit), and giving up item by item would burn each item's budget.
-    When the wait is longer than we may honour (``max_retry_after_s``) or than an item may keep
-    trying (``max_elapsed_s``), the run stops with a message naming the limit and when it resets,
-    so that a task retry after the reset resumes where this one stopped."""
+    (the limiter pauses every item), and retrying would burn the item's budget. When the wait is
+    longer than we may honour (``max_retry_after_s``) or than an item may keep trying
+    (``max_elapsed_s``), the item ends at once as retryable with this message, which names the limit
+    and when it resets, so that a task retry after the reset picks up."""
     if classify(exc) is not Verdict.RATE_LIMITED:
         return None
     wait = server_wait_hint(exc)
@@ -100,10 +100,10 @@ def rate_limit_too_long(exc: BaseException, policy: RetryPolicy) -> str | None:
     resets_at = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat(timespec="seconds")
     message = error_info(exc).get("message", "")
     return (
-        f"flex run stopped: rate limit reached ({', '.join(limits) or 'limit not stated'}): {message} "
+        f"rate limit reached ({', '.join(limits) or 'limit not stated'}): {message} "
         f"The server asks to wait {wait:.0f} s (until about {resets_at}), longer than retry.max_retry_after_s="
-        f"{policy.max_retry_after_s:g} s allows. Finished items are kept; retry the task after the reset "
-        "(or raise retry.max_retry_after_s to wait it out) and it resumes where it stopped."
+        f"{policy.max_retry_after_s:g} s allows: not waited. Retry the task after the reset (or raise "
+        "retry.max_retry_after_s to wait it out); it resumes where this run stopped."
     )
 
 

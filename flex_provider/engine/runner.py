@@ -35,6 +35,7 @@ from flex_provider.engine.errors import (
     MalformedResponseError,
     OutputValidationError,
     Verdict,
+    WaitTooLong,
     classify,
     error_info,
     redact,
@@ -55,7 +56,7 @@ _FEED_CHUNK = 256
 _MALFORMED = (MalformedResponseError, json.JSONDecodeError, openai.APIResponseValidationError)
 # Every way one item can end in failure without the run being broken; anything else is a bug of
 # ours, which must stop the run loudly instead of marking thousands of items failed.
-_ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, *_MALFORMED)
+_ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, WaitTooLong, *_MALFORMED)
 
 
 def prompt_hash(prompt: str) -> str:
@@ -364,7 +365,7 @@ class FlexEngine:
             self.counters.rate_limited += 1
             too_long = rate_limit_too_long(exc, self.options.retry)
             if too_long is not None:
-                raise FlexRunAborted(too_long, error_info(exc, self.secrets))
+                raise WaitTooLong(redact(too_long, self.secrets)) from None  # not slept, not retried
             self.limiter.on_rate_limited(server_wait_hint(exc))
         elif verdict is Verdict.TRANSIENT:
             self.counters.transient_errors += 1
@@ -466,7 +467,11 @@ class FlexEngine:
             info["retryable"] = exc.retryable
         else:
             # Budget exhausted on a retryable error: a later run (task retry, re-run) may succeed.
-            info["retryable"] = classify(exc) in (Verdict.UNAVAILABLE, Verdict.RATE_LIMITED, Verdict.TRANSIENT)
+            info["retryable"] = isinstance(exc, WaitTooLong) or classify(exc) in (
+                Verdict.UNAVAILABLE,
+                Verdict.RATE_LIMITED,
+                Verdict.TRANSIENT,
+            )
         usage = getattr(exc, "usage", None) or Usage()
         tier = getattr(exc, "service_tier", None)
         model = getattr(exc, "model", None) or self.spec.model

@@ -12,7 +12,10 @@ from flex_provider.hooks.flex import ClientSettings, FlexHook
 
 def make_items(n: int, prefix: str = "ticket") -> list:
     builder = PromptBuilder()
-    return [builder.build({"id": f"{prefix}-{i}", "text": f"{prefix} {i}: my invoice {i} is wrong"}, f"items[{i}]") for i in range(n)]
+    return [
+        builder.build({"id": f"{prefix}-{i}", "text": f"{prefix} {i}: my invoice {i} is wrong"}, f"items[{i}]")
+        for i in range(n)
+    ]
 
 
 def input_key(text: str) -> str:
@@ -20,14 +23,25 @@ def input_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def make_engine(emu: Any, root: Path, api_key: str, *, spec: dict | None = None, **options: Any) -> FlexEngine:
-    client = FlexHook.build_client(ClientSettings(api_key, emu.base_url), max_connections=256)
+def make_engine(
+    emu: Any,
+    root: Path,
+    api_key: str,
+    *,
+    spec: dict | None = None,
+    base_url: str | None = None,
+    engine: dict | None = None,
+    **options: Any,
+) -> FlexEngine:
+    """An engine on the emulator (or ``base_url``); ``engine`` holds FlexEngine keyword arguments."""
+    client = FlexHook.build_client(ClientSettings(api_key, base_url or emu.base_url), max_connections=256)
     return FlexEngine(
         client,
         RequestSpec(**{"model": "gpt-5-mini", "instructions": "Classify the ticket.", **(spec or {})}),
         RunOptions(**{"max_concurrency": 8, "flush_interval_s": 0.2, "progress_interval_s": 0.5, **options}),
         ResultStore(root),
         secrets=(api_key,),
+        **(engine or {}),
     )
 
 

@@ -105,3 +105,16 @@ def test_redact_handles_escaped_and_multiline_keys():
     text = f"Illegal header value b'Bearer {key!r}' and {key}"
     cleaned = redact(text, (key,))
     assert "custom" not in cleaned and "abcdef" not in cleaned
+
+
+def test_a_rate_limit_resetting_hours_away_for_item_after_item_stops_the_run():
+    from flex_provider.engine.errors import WaitTooLong
+
+    health = RunHealth(ENDPOINT, same_refusal_items=3)
+    daily = WaitTooLong("rate limit reached (requests limit 10000): ... until about 2026-11-30T05:00:00+00:00")
+    health.on_item_failed(daily)
+    health.on_item_succeeded()  # one sporadic long reset among successes is an item matter
+    health.on_item_failed(daily)
+    health.on_item_failed(daily)
+    with pytest.raises(FlexRunAborted, match=r"requests limit 10000.*the last 3 items all hit this limit"):
+        health.on_item_failed(daily)
