@@ -7,11 +7,27 @@ folders, so progress is a growing set of immutable part files::
     part-<session>-<seq>.jsonl     result records, one per item; written to _tmp-* then renamed
     _pending/<session>-<seq>.jsonl background response ids, written before waiting on them
     _progress/<session>.json       request counters of one engine session (429s, fallbacks...)
+    _job.json                      which request the results answer (see ``claim``)
+    _lease.json                    which engine session works in the folder now (see ``lease.py``)
     _manifest.json                 summary, written last: its presence means the run completed
+
+Only part names of exactly that shape (``<session>`` as made by :func:`new_session_id`) are read as
+results: any other file in the folder, even a user's ``part-0001.jsonl``, is neither read nor touched.
 
 A restarted trigger, a task retry or a re-run reads the part files back and skips every item that
 has a final record. If two copies of a trigger ever overlap, an id can land in two parts; ``finalize``
-compacts those so the output holds each id exactly once (a success beats a failure, newer beats older).
+compacts those so the output holds each id exactly once. Which record of an id wins: the newest
+record's ``prompt_hash`` (a hash of the prompt sent) names the current prompt; only records with
+that hash, or with none (older versions wrote none), can win; among them a success beats a failure,
+then newer beats older. An answer to a prompt that has since changed is stale and never wins.
+
+Damage is survived where that is safe: a line that is not a record (a torn last line after a crash,
+a truncated file, anything but an object with a string ``id`` and a known ``status``) counts as no
+result, so that item is done again, and ``finalize`` rewrites its part without it; unreadable
+``_progress``/``_pending`` entries are skipped. A corrupt ``_job.json`` or ``_manifest.json`` raises
+:class:`CorruptCheckpointError` naming the file and what to do (``load`` ignores a bad manifest: the
+run rewrites it). Writes never fail on item content: text JSON cannot encode falls back to escapes.
+
 All methods are blocking: the engine calls them through ``asyncio.to_thread``.
 """
 
@@ -22,7 +38,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,10 +139,6 @@ def _as_text(value: Any) -> str:
         return f"<unrepresentable {type(value).__name__}>"
 
 
-def _rank(record: dict[str, Any]) -> tuple[int, str]:
-    return (1 if record.get("status") == "succeeded" else 0, str(record.get("finished_at", "")))
-
-
 def is_final(record: dict[str, Any]) -> bool:
     """A success, or a failure that a new attempt cannot fix (bad request, invalid output)."""
     if record.get("status") == "succeeded":
@@ -139,10 +151,79 @@ def is_final(record: dict[str, Any]) -> bool:
 class StoreState:
     """What a new engine session finds on storage."""
 
-    final_ids: set[str] = field(default_factory=set)
+    # item id -> prompt_hash of its final record (None for a record without one, from an older version)
+    final_prompts: dict[str, str | None] = field(default_factory=dict)
     retryable_ids: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> background entry
     manifest: dict[str, Any] | None = None
+    final_bytes: int = 0  # UTF-8 size of the lines of the final records (what the output will hold)
+
+    @property
+    def final_ids(self) -> KeysView[str]:
+        """Ids with a final record: a live, set-like view (``in``, ``len``, ``==`` a set)."""
+        return self.final_prompts.keys()
+
+
+# One record reduced to what choosing a winner needs:
+# (succeeded 0/1, finished_at, prompt_hash, part name, line number, is final, line size in bytes).
+_Entry = tuple[int, str, "str | None", str, int, bool, int]
+
+
+def _entry(value: Any, name: str, number: int, size: int) -> _Entry | None:
+    record = as_record(value)
+    if record is None:
+        return None
+    finished_at = record.get("finished_at")
+    return (
+        1 if record["status"] == "succeeded" else 0,
+        finished_at if isinstance(finished_at, str) else "",  # none: older than any other
+        record.get("prompt_hash"),
+        name,
+        number,
+        is_final(record),
+        size,
+    )
+
+
+class _Tally:
+    """Every record of one item that has several (most have one, kept as a bare ``_Entry``).
+
+    The newest record's prompt_hash is the current prompt; only records with that hash, or with
+    none (older versions wrote none; they match any hash), can win."""
+
+    __slots__ = ("best", "final", "newest")
+
+    def __init__(self, first: _Entry) -> None:
+        self.newest = first
+        self.best: dict[str | None, _Entry] = {first[2]: first}  # prompt_hash -> best record
+        self.final: dict[str | None, _Entry] = {first[2]: first} if first[5] else {}  # -> best final
+
+    def add(self, entry: _Entry) -> None:
+        if entry[1] > self.newest[1]:  # on a tie the record met first stays
+            self.newest = entry
+        prompt_hash, rank = entry[2], entry[:2]
+        best = self.best.get(prompt_hash)
+        if best is None or rank > best[:2]:
+            self.best[prompt_hash] = entry
+        if entry[5]:
+            final = self.final.get(prompt_hash)
+            if final is None or rank > final[:2]:
+                self.final[prompt_hash] = entry
+
+    def _pick(self, by_hash: dict[str | None, _Entry]) -> _Entry | None:
+        current = self.newest[2]
+        if current is None:
+            candidates = list(by_hash.values())
+        else:
+            candidates = [by_hash[h] for h in (current, None) if h in by_hash]
+        # a success beats a failure, then newer beats older (max keeps the first of equals)
+        return max(candidates, key=lambda e: e[:2]) if candidates else None
+
+    def winner(self) -> _Entry:
+        return self._pick(self.best) or self.newest
+
+    def best_final(self) -> _Entry | None:
+        return self._pick(self.final)
 
 
 class ResultStore:
@@ -202,19 +283,40 @@ class ResultStore:
             if record is not None:
                 yield part, record
 
+    def _tallies(self, skipped: dict[str, int] | None = None) -> dict[str, _Entry | _Tally]:
+        """One pass over every part: each id's records, reduced (see :class:`_Tally`)."""
+        tallies: dict[str, _Entry | _Tally] = {}
+        for part in self.part_files():
+            name = part.name
+            for number, size, value in self._read_lines(part):
+                entry = _entry(value, name, number, size)
+                if entry is None:
+                    if skipped is not None:
+                        skipped[name] = skipped.get(name, 0) + 1
+                    continue
+                rid = value["id"]
+                known = tallies.get(rid)
+                if known is None:
+                    tallies[rid] = entry
+                elif isinstance(known, _Tally):
+                    known.add(entry)
+                else:
+                    tally = tallies[rid] = _Tally(known)
+                    tally.add(entry)
+        return tallies
+
     def load(self) -> StoreState:
+        """What is done: an item is final if a final record answers its current prompt (the
+        prompt_hash of its newest record); retryable if it only has retryable failures for it."""
         state = StoreState()
         skipped: dict[str, int] = {}
-        for part, _, _, record in self._rows():
-            if record is None:
-                skipped[part.name] = skipped.get(part.name, 0) + 1
-                continue
-            rid = record["id"]
-            if is_final(record):
-                state.final_ids.add(rid)
-                state.retryable_ids.discard(rid)
-            elif rid not in state.final_ids:
+        for rid, tally in self._tallies(skipped).items():
+            final = tally.best_final() if isinstance(tally, _Tally) else (tally if tally[5] else None)
+            if final is None:
                 state.retryable_ids.add(rid)
+            else:
+                state.final_prompts[rid] = final[2]
+                state.final_bytes += final[6]
         if skipped:
             log.warning(
                 "%s: ignored %d line(s) that are not result records (torn write?) in %s; those items "
@@ -258,23 +360,18 @@ class ResultStore:
     ) -> list[dict[str, Any]]:
         """The records of ``part`` that are their id's winner (named by part and line number)."""
         keep = []
+        name = part.name
         for number, _, value in rows:
             record = as_record(value)
-            if record is not None and winners.get(record["id"]) == (part.name, number):
+            if record is not None and winners.get(record["id"]) == (name, number):
                 keep.append(record)
         return keep
 
     def _winners(self) -> dict[str, tuple[str, int]]:
-        """id -> (part name, line number) of its winning record."""
-        best: dict[str, tuple[tuple[int, str], str, int]] = {}
-        for part, number, _, record in self._rows():
-            if record is None:
-                continue
-            rid = record["id"]
-            rank = _rank(record)
-            if rid not in best or rank > best[rid][0]:  # on a tie the record met first stays
-                best[rid] = (rank, part.name, number)
-        return {rid: (name, number) for rid, (_, name, number) in best.items()}
+        """id -> (part name, line number) of its winning record (see :meth:`_Tally.winner`)."""
+        return {
+            rid: (tally.winner() if isinstance(tally, _Tally) else tally)[3:5] for rid, tally in self._tallies().items()
+        }
 
     @staticmethod
     def _read_object(path: Any) -> dict[str, Any] | None:

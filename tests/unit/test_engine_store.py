@@ -493,3 +493,103 @@ def test_session_must_look_like_new_session_id(tmp_path, session):
     # with another session would write results it can never read.
     with pytest.raises(ValueError, match="session"):
         ResultStore(tmp_path, session=session)
+
+
+# -- 3. stale answers: prompt hashes ------------------------------------------------------------
+
+
+def hashed(record: dict, prompt_hash: str | None) -> dict:
+    return {**record, "prompt_hash": prompt_hash}
+
+
+def line_bytes(record: dict) -> int:
+    return len((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def test_newer_answer_for_a_changed_prompt_beats_a_stale_success(tmp_path):
+    ResultStore(tmp_path, session=S(1)).write_part([hashed(ok("a", T(1), output="stale"), "h1")])
+    newer = hashed(failed("a", T(2), retryable=False), "h2")
+    ResultStore(tmp_path, session=S(2)).write_part([newer])
+    store = ResultStore(tmp_path, session=S(3))
+    assert list(store.iter_records()) == [newer]
+    state = store.load()
+    assert state.final_prompts == {"a": "h2"}
+    assert state.retryable_ids == set()
+    store.finalize({})
+    assert [r for p in store.part_files() for r in read_lines(p)] == [newer]  # the stale one is gone
+
+
+def test_stale_final_record_superseded_by_a_retryable_one_is_not_final(tmp_path):
+    ResultStore(tmp_path, session=S(1)).write_part([hashed(ok("a", T(1)), "h1"), hashed(ok("b", T(1)), "h1")])
+    retry = hashed(failed("a", T(2), retryable=True), "h2")
+    ResultStore(tmp_path, session=S(2)).write_part([retry])
+    store = ResultStore(tmp_path, session=S(3))
+    state = store.load()
+    assert state.final_prompts == {"b": "h1"}
+    assert "a" not in state.final_ids and state.retryable_ids == {"a"}
+    assert {r["id"]: r for r in store.iter_records()}["a"] == retry
+
+
+def test_within_one_prompt_hash_success_beats_newer_failure(tmp_path):
+    success = hashed(ok("a", T(1)), "h2")
+    ResultStore(tmp_path, session=S(1)).write_part([hashed(ok("a", T(0), output="older prompt"), "h1")])
+    ResultStore(tmp_path, session=S(2)).write_part([success, hashed(failed("a", T(3), retryable=True), "h2")])
+    ResultStore(tmp_path, session=S(3)).write_part([hashed(failed("a", T(5), retryable=False), "h2")])
+    store = ResultStore(tmp_path, session=S(4))
+    assert list(store.iter_records()) == [success]
+    assert store.load().final_prompts == {"a": "h2"}
+
+
+def test_records_with_an_older_prompt_hash_never_win_even_if_newest_of_their_kind(tmp_path):
+    # The prompt went h1 -> h2 -> back to h1: the newest record says h1 is current again.
+    ResultStore(tmp_path, session=S(1)).write_part([hashed(ok("a", T(1), output="h1 answer"), "h1")])
+    ResultStore(tmp_path, session=S(2)).write_part([hashed(ok("a", T(2), output="h2 answer"), "h2")])
+    ResultStore(tmp_path, session=S(3)).write_part([hashed(failed("a", T(3), retryable=True), "h1")])
+    store = ResultStore(tmp_path, session=S(4))
+    assert [r["output"] for r in store.iter_records()] == ["h1 answer"]
+    assert store.load().final_prompts == {"a": "h1"}
+
+
+def test_records_without_prompt_hash_match_any_hash(tmp_path):
+    # Records written before prompt hashes existed: no hash, so they neither go stale nor make others stale.
+    old = ok("a", T(1))
+    ResultStore(tmp_path, session=S(1)).write_part([old, ok("b", T(1)), hashed(ok("c", T(1)), "h1")])
+    ResultStore(tmp_path, session=S(2)).write_part(
+        [hashed(failed("a", T(2), retryable=True), "h2"), failed("c", T(2), retryable=True)]
+    )
+    store = ResultStore(tmp_path, session=S(3))
+    by_id = {r["id"]: r for r in store.iter_records()}
+    assert by_id["a"] == old and by_id["c"] == hashed(ok("c", T(1)), "h1")
+    state = store.load()
+    assert state.final_prompts == {"a": None, "b": None, "c": "h1"}
+    assert state.retryable_ids == set()
+
+
+def test_final_ids_still_behaves_as_a_set(tmp_path):
+    ResultStore(tmp_path, session=S(1)).write_part([hashed(ok("a", T(1)), "h1"), ok("b", T(1))])
+    state = ResultStore(tmp_path, session=S(2)).load()
+    assert "a" in state.final_ids and "b" in state.final_ids and "c" not in state.final_ids
+    assert len(state.final_ids) == 2
+    assert state.final_ids == {"a", "b"}
+    assert set(state.final_ids) == {"a", "b"}
+
+
+def test_final_bytes_counts_the_winning_final_lines(tmp_path):
+    a_old, a_new = hashed(ok("a", T(1), output="x" * 50), "h1"), hashed(ok("a", T(2), output="é" * 10), "h2")
+    b = hashed(failed("b", T(1), retryable=False), "h1")
+    ResultStore(tmp_path, session=S(1)).write_part([a_old, b, hashed(failed("c", T(1), retryable=True), "h1")])
+    ResultStore(tmp_path, session=S(2)).write_part([a_new, ok("d", T(1), output="日本")])
+    state = ResultStore(tmp_path, session=S(3)).load()
+    assert state.final_bytes == line_bytes(a_new) + line_bytes(b) + line_bytes(ok("d", T(1), output="日本"))
+    assert ResultStore(tmp_path / "empty", session=S(3)).load().final_bytes == 0
+
+
+def test_a_record_without_a_usable_finished_at_counts_as_oldest(tmp_path):
+    # str(None) == "None" sorts after every ISO timestamp: such a record would have named the
+    # current prompt and beaten every newer record.
+    odd = {**hashed(ok("a", T(1), output="odd"), "h1"), "finished_at": None}
+    newer = hashed(failed("a", T(2), retryable=False), "h2")
+    ResultStore(tmp_path, session=S(1)).write_part([newer, odd])
+    store = ResultStore(tmp_path, session=S(2))
+    assert list(store.iter_records()) == [newer]
+    assert store.load().final_prompts == {"a": "h2"}
