@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,16 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from flex_provider.engine.config import API_CHOICES, RequestSpec, RetryPolicy, RunOptions, to_dict
+from flex_provider.engine.config import (
+    API_CHOICES,
+    SERVICE_TIERS,
+    RequestSpec,
+    RetryPolicy,
+    RunOptions,
+    _choice,
+    _positive,
+    to_dict,
+)
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import FlexHook
@@ -34,6 +44,11 @@ from flex_provider.utils.job import (
 from flex_provider.utils.storage import default_checkpoint_root, storage_path, task_checkpoint_uri, to_uri
 
 DEFAULT_XCOM_MAX_BYTES = 1024 * 1024
+# A lower bound of one result record's JSON size, its output left out: the smallest id ("0"), model
+# ("m"), status ("failed"), null tier/error/response_id, zero usage, a microsecond timestamp and the
+# key names add up to 307 bytes (measured; the prompt hash would add 35 more). In XCom mode the
+# operator refuses, before sending anything, inputs whose records cannot fit in xcom_max_bytes.
+MIN_RECORD_BYTES = 300
 _SCHEMA_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -60,7 +75,12 @@ def schema_from_response_format(response_format: Any) -> tuple[dict[str, Any] | 
 
 
 def _check_max_failed(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+    ):
         raise FlexInputError(f"max_failed: expected a count (int >= 0) or a share (float in [0, 1)), got {value!r}")
     if isinstance(value, float) and value >= 1:
         raise FlexInputError(f"max_failed: a float is a share of items and must be below 1.0, got {value!r}")
@@ -156,6 +176,11 @@ class FlexLLMOperator(BaseOperator):
         if api not in API_CHOICES:
             raise FlexInputError(f"api: expected one of {', '.join(map(repr, API_CHOICES))}, got {api!r}")
         _check_max_failed(max_failed)
+        # Not templated, so checked now, at DAG parse time (the RequestSpec is built only in execute).
+        _positive("timeout", timeout)
+        _choice("service_tier", service_tier, SERVICE_TIERS)
+        if isinstance(xcom_max_bytes, bool) or not isinstance(xcom_max_bytes, int) or xcom_max_bytes < 1:
+            raise FlexInputError(f"xcom_max_bytes: expected a positive integer (bytes), got {xcom_max_bytes!r}")
         self.model = model
         self.instructions = instructions
         self.input = input
@@ -183,6 +208,8 @@ class FlexLLMOperator(BaseOperator):
             poll_interval_s=poll_interval,
             progress_interval_s=progress_interval,
             prices=prices,
+            # XCom mode: the engine stops sending once the finished records could not fit anyway.
+            max_result_bytes=xcom_max_bytes if output_path is None else None,
         )
         if submit_mode == "background" and api != "responses":
             raise FlexInputError(
@@ -227,6 +254,8 @@ class FlexLLMOperator(BaseOperator):
     def build_job(self, context: Context) -> FlexJob:
         """Validate the rendered input and options, stage big inputs; nothing here calls the API."""
         work_uri = self._work_uri(context)
+        if self.output_path is not None and storage_path(work_uri).is_file():
+            raise FlexInputError(f"output_path: {work_uri} is a file; expected a folder")
         job = FlexJob(
             conn_id=self.conn_id,
             request=to_dict(self._request_spec()),
@@ -250,9 +279,19 @@ class FlexLLMOperator(BaseOperator):
             job.items = list(items)
         else:
             job.input_uri, job.input_label = to_uri(self.input_path, "input_path"), "input_path"
-            if not storage_path(job.input_uri).exists():
+            source = storage_path(job.input_uri)
+            if not source.exists():
                 raise FlexInputError(f"input_path: {job.input_uri} does not exist")
+            if source.is_dir():
+                raise FlexInputError(f"input_path: {job.input_uri} is a directory; expected a JSON Lines file")
         job.total = job.validate_input()
+        if self.output_path is None and self.input is None and job.total * MIN_RECORD_BYTES > self.xcom_max_bytes:
+            raise FlexInputError(
+                f"{job.input_label}: {job.total} item(s) cannot fit in XCom: each result record takes at least "
+                f"{MIN_RECORD_BYTES} bytes before its output, over xcom_max_bytes={self.xcom_max_bytes} in all; "
+                "set output_path='file:///...' or 's3://...' to write the results to object storage "
+                "(nothing was sent)"
+            )
         if job.items is not None and json_size(job.items) > INLINE_ITEMS_MAX_BYTES:
             staged = storage_path(work_uri) / STAGED_INPUT_NAME
             staged.parent.mkdir(parents=True, exist_ok=True)

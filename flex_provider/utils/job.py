@@ -17,7 +17,7 @@ from typing import Any
 
 from flex_provider.engine.config import request_spec_from_dict, run_options_from_dict
 from flex_provider.engine.errors import FlexInputError, FlexRunAborted, redact
-from flex_provider.engine.items import PromptBuilder, WorkItem, iter_jsonl, iter_list
+from flex_provider.engine.items import PromptBuilder, WorkItem, enumerate_jsonl, iter_work_items
 from flex_provider.engine.runner import FlexEngine
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
@@ -52,21 +52,35 @@ class FlexJob:
         return ResultStore(storage_path(self.work_uri), session=session)
 
     def iter_items(self) -> Iterator[WorkItem]:
-        """Items as the engine wants them. Blocking (storage reads): the engine pulls in a thread."""
+        """Items as the engine wants them, each with an id of its own (see ``engine.items``).
+        Blocking (storage reads): the engine pulls in a thread. ``validate_input`` runs the very
+        same iteration before deferral, so both see the same ids and the same errors."""
         builder = PromptBuilder(self.prompt_template, self.template_context)
         if self.items is not None:
-            for where, raw in iter_list(self.items, self.input_label):
-                yield builder.build(raw, where)
+            yield from iter_work_items(enumerate(self.items), builder, self._label_list())
             return
         if self.input_uri is None:
             return
-        with storage_path(self.input_uri).open("r", encoding="utf-8") as handle:
-            for where, raw in iter_jsonl(handle, self.input_label):
-                yield builder.build(raw, where)
+        label = self._label_lines()
+        with storage_path(self.input_uri).open("rb") as handle:  # bytes: each line decoded on its own
+            yield from iter_work_items(enumerate_jsonl(handle, label), builder, label)
+
+    def _label_list(self) -> Callable[[int], str]:
+        if self.input_label == "input":  # the operator's single ``input``
+            return lambda _: "input"
+        source = self.input_label
+        return lambda index: f"{source}[{index}]"
+
+    def _label_lines(self) -> Callable[[int], str]:
+        if self.input_label == "items":  # items staged to storage: one line per item, no blank lines
+            return lambda lineno: f"items[{lineno - 1}]"
+        source = self.input_label
+        return lambda lineno: f"{source} line {lineno}"
 
     def validate_input(self) -> int:
-        """Read every item once before deferring: bad JSON, bad item types and template errors fail
-        the task now, with the line or index, not hours later in the triggerer. Returns the count."""
+        """Read every item once before deferring: bad JSON, bad item types, unsendable text,
+        duplicate ids and template errors fail the task now, with the line or index, not hours
+        later in the triggerer. Returns the count."""
         seen = 0
         for _ in self.iter_items():
             seen += 1
