@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,36 @@ MISSING_KEY_HELP = (
 def _extra(extras: dict[str, Any], name: str) -> str | None:
     """Extras as typed in JSON, or as saved by the connection form (``extra__openai_flex__<name>``)."""
     return extras.get(name) or extras.get(f"extra__{FlexHook.conn_type}__{name}")
+
+
+# A masked echo of a key, as servers show it in 401 messages: visible ends around a run of mask
+# characters ("sk-****abcd", "myk...cdef", "mykey-***").
+_MASKED = re.compile(r"(?P<head>[A-Za-z0-9_\-]*)(?:\*{2,}|\.{3}|\u2026|\u2022{2,})(?P<tail>[A-Za-z0-9_\-]*)")
+_MIN_FRAGMENT = 8  # shorter unmasked pieces of a key are not treated as echoes of it
+
+
+def redact_key(text: str, key: str | None) -> str:
+    """Remove ``key`` from ``text`` whatever its shape: in full, as a masked echo whose visible ends
+    are the key's (first 3 + last 4 characters, as OpenAI shows them), or as an unmasked piece of
+    8+ characters. Keys shaped like OpenAI's (sk-, sess-, rk-) are redacted even when unknown."""
+    from flex_provider.engine.errors import redact  # the engine package is not needed to load the hook
+
+    if key:
+        text = redact(text, secrets=(key,))
+
+        def masked(match: re.Match) -> str:
+            head, tail = match["head"], match["tail"]
+            if (head and key.startswith(head)) or (tail and key.endswith(tail)):
+                return "***"
+            return match.group(0)
+
+        text = _MASKED.sub(masked, text)
+        for length in range(len(key) - 1, _MIN_FRAGMENT - 1, -1):
+            for start in range(len(key) - length + 1):
+                fragment = key[start : start + length]
+                if fragment in text:
+                    text = text.replace(fragment, "***")
+    return redact(text)
 
 
 @dataclass(frozen=True)
@@ -143,17 +174,19 @@ class FlexHook(BaseHook):
         return self.build_client(await self.aget_settings(), max_connections=max_connections, timeout=timeout)
 
     def test_connection(self) -> tuple[bool, str]:
+        key = ""
         try:
             import asyncio
 
+            settings = self.get_settings()
+            key = settings.api_key
+
             async def probe() -> int:
-                async with self.get_conn() as client:
+                async with self.build_client(settings, max_connections=2, timeout=60.0) as client:
                     page = await client.models.list()
                     return len(page.data)
 
             count = asyncio.run(probe())
             return True, f"Connection works: {count} model(s) visible"
         except Exception as exc:
-            from flex_provider.engine.errors import redact
-
-            return False, redact(str(exc))
+            return False, redact_key(str(exc), key)

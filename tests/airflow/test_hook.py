@@ -51,3 +51,56 @@ def test_client_never_retries_by_itself() -> None:
 
     client = FlexHook.build_client(ClientSettings("sk-x", "http://127.0.0.1:1/v1"), timeout=900)
     assert client.max_retries == 0 and client.timeout.read == 900
+
+
+# -- test_connection never shows the key, whatever its shape -----------------------------------
+
+CUSTOM_KEY = "mykey-1234567890abcdef"
+
+
+def test_test_connection_redacts_a_custom_shaped_key_echoed_by_the_server(emu, monkeypatch) -> None:
+    from flex_provider.emulator.errors import mask_key
+
+    conn = {"conn_type": "openai_flex", "password": CUSTOM_KEY, "host": emu.base_url}
+    monkeypatch.setenv("AIRFLOW_CONN_CUSTOM_KEY", json.dumps(conn))
+    ok, message = FlexHook("custom_key").test_connection()  # the emulator wants another key: 401
+    assert not ok
+    assert emu.stats()["auth_failures"] == 1
+    assert "Incorrect API key provided" in message and "401" in message  # still says what is wrong
+    for fragment in (CUSTOM_KEY, mask_key(CUSTOM_KEY), "myk", "cdef", "1234567890"):
+        assert fragment not in message, (fragment, message)
+
+
+def test_test_connection_works_with_the_right_key(emu) -> None:
+    from tests.airflow.conftest import CONN_ID
+
+    ok, message = FlexHook(CONN_ID).test_connection()
+    assert ok and message.startswith("Connection works")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Incorrect API key provided: myk***************cdef.",
+        "key mykey-1234567890abcdef rejected",
+        "key myk...cdef rejected",
+        "key mykey-12345678 (truncated) rejected",
+        "key ****cdef rejected",
+        "key mykey-*** rejected",
+    ],
+)
+def test_redact_key_removes_full_masked_and_partial_echoes(text) -> None:
+    from flex_provider.hooks.flex import redact_key
+
+    redacted = redact_key(text, CUSTOM_KEY)
+    assert "***" in redacted
+    assert redacted.split()[0] == text.split()[0]  # the rest of the message is kept
+    for fragment in ("myk", "cdef", "12345678"):
+        assert fragment not in redacted, (fragment, redacted)
+
+
+def test_redact_key_leaves_unrelated_text_alone() -> None:
+    from flex_provider.hooks.flex import redact_key
+
+    text = "Error code: 404 - model gpt-5-mini not found (request req_123)"
+    assert redact_key(text, CUSTOM_KEY) == text
