@@ -11,7 +11,10 @@
 
 ``analyse_document`` does the same with ``FlexLLMOperator``: one ``input`` (the ~1,500-word
 post-mortem in ``data/long_document.md``, read when the DAG file is parsed), ``service_tier="flex"``
-and a 900 s timeout. The task defers while flex is slow, retries flex's 429 "resource unavailable"
+and a 900 s timeout. ``input`` is a templated field: the document is wrapped in ``literal()`` so that
+Airflow sends it as written. Without it, a document containing ``{{ ... }}`` would be rendered as
+Jinja, and ``{{ var.value.x }}`` or ``{{ conn.x.password }}`` in it would put a Variable or a
+secret into the prompt. The task defers while flex is slow, retries flex's 429 "resource unavailable"
 with backoff, and returns the output text as XCom. ``log_length`` only logs how long that text is.
 
 **How to run.** Set ``OPENAI_API_KEY`` (or create the ``openai_default`` connection), then::
@@ -28,7 +31,7 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, literal, task
 
 from flex_provider.operators.flex import FlexLLMOperator
 
@@ -54,7 +57,7 @@ with DAG(
             "decisions and commitments (with owners and dates), the open risks and the overall tone. "
             "Answer in English, in short sections with headings."
         ),
-        input=DOCUMENT,
+        input=literal(DOCUMENT),  # the file's text as written: never rendered as Jinja
         service_tier="flex",
         timeout=900,
     )
