@@ -204,6 +204,8 @@ class RequestSpec:
                 jsonschema.Draft202012Validator.check_schema(self.response_schema)
             except jsonschema.SchemaError as exc:
                 raise FlexInputError(f"response_format: not a valid JSON schema: {exc.message}") from exc
+            except Exception as exc:  # a schema odd enough to break the checker itself
+                raise FlexInputError(f"response_format: not a valid JSON schema: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

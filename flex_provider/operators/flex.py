@@ -30,6 +30,7 @@ from flex_provider.engine.config import (
     to_dict,
 )
 from flex_provider.engine.errors import FlexInputError
+from flex_provider.engine.items import PromptBuilder
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import FlexHook
 from flex_provider.triggers.flex import FlexTrigger
@@ -41,7 +42,14 @@ from flex_provider.utils.job import (
     job_client,
     json_size,
 )
-from flex_provider.utils.storage import default_checkpoint_root, storage_path, task_checkpoint_uri, to_uri
+from flex_provider.utils.storage import (
+    checked_path,
+    default_checkpoint_root,
+    path_kind,
+    storage_path,
+    task_checkpoint_uri,
+    to_uri,
+)
 
 DEFAULT_XCOM_MAX_BYTES = 1024 * 1024
 # A lower bound of one result record's JSON size, its output left out: the smallest id ("0"), model
@@ -63,7 +71,13 @@ def schema_from_response_format(response_format: Any) -> tuple[dict[str, Any] | 
     if BaseModel is not None and isinstance(response_format, type) and issubclass(response_format, BaseModel):
         from openai.lib._pydantic import to_strict_json_schema  # what responses.parse() itself uses
 
-        return to_strict_json_schema(response_format), _SCHEMA_NAME.sub("_", response_format.__name__)[:64]
+        try:
+            schema = to_strict_json_schema(response_format)
+        except Exception as exc:  # a field type with no JSON schema, a model pydantic cannot build...
+            raise FlexInputError(
+                f"response_format: no JSON schema for {response_format.__name__}: {type(exc).__name__}: {exc}"
+            ) from None
+        return schema, _SCHEMA_NAME.sub("_", response_format.__name__)[:64]
     if isinstance(response_format, dict):
         if "schema" in response_format and isinstance(response_format["schema"], dict):  # OpenAI's wrapper shape
             name = str(response_format.get("name") or "result")
@@ -176,6 +190,7 @@ class FlexLLMOperator(BaseOperator):
         if api not in API_CHOICES:
             raise FlexInputError(f"api: expected one of {', '.join(map(repr, API_CHOICES))}, got {api!r}")
         _check_max_failed(max_failed)
+        PromptBuilder(prompt_template)  # not templated: a syntax error fails the DAG parse
         # Not templated, so checked now, at DAG parse time (the RequestSpec is built only in execute).
         _positive("timeout", timeout)
         _choice("service_tier", service_tier, SERVICE_TIERS)
@@ -224,7 +239,9 @@ class FlexLLMOperator(BaseOperator):
             api=self.api,  # type: ignore[arg-type]
             response_schema=self.response_schema,
             schema_name=self.schema_name,
-            request_options=dict(self.request_options),
+            request_options=dict(self.request_options)
+            if isinstance(self.request_options, dict)
+            else self.request_options,  # as rendered: RequestSpec names what is wrong
             service_tier=self.service_tier,
             timeout=self.timeout,
         )
@@ -254,8 +271,10 @@ class FlexLLMOperator(BaseOperator):
     def build_job(self, context: Context) -> FlexJob:
         """Validate the rendered input and options, stage big inputs; nothing here calls the API."""
         work_uri = self._work_uri(context)
-        if self.output_path is not None and storage_path(work_uri).is_file():
-            raise FlexInputError(f"output_path: {work_uri} is a file; expected a folder")
+        if self.output_path is not None:
+            kind = path_kind(checked_path(work_uri, "output_path"), "output_path")
+            if kind in ("file", "other"):
+                raise FlexInputError(f"output_path: {work_uri} is a file; expected a folder")
         job = FlexJob(
             conn_id=self.conn_id,
             request=to_dict(self._request_spec()),
@@ -279,11 +298,13 @@ class FlexLLMOperator(BaseOperator):
             job.items = list(items)
         else:
             job.input_uri, job.input_label = to_uri(self.input_path, "input_path"), "input_path"
-            source = storage_path(job.input_uri)
-            if not source.exists():
+            kind = path_kind(checked_path(job.input_uri, "input_path"), "input_path")
+            if kind is None:
                 raise FlexInputError(f"input_path: {job.input_uri} does not exist")
-            if source.is_dir():
+            if kind == "dir":
                 raise FlexInputError(f"input_path: {job.input_uri} is a directory; expected a JSON Lines file")
+            if kind == "other":
+                raise FlexInputError(f"input_path: {job.input_uri} is not a regular file; expected a JSON Lines file")
         job.total = job.validate_input()
         if self.output_path is None and self.input is None and job.total * MIN_RECORD_BYTES > self.xcom_max_bytes:
             raise FlexInputError(

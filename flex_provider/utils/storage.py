@@ -31,6 +31,28 @@ def storage_path(uri: str) -> ObjectStoragePath:
     return ObjectStoragePath(uri)
 
 
+def checked_path(uri: str, field: str) -> ObjectStoragePath:
+    """``storage_path`` for a user-given URI: an unknown scheme or a missing filesystem package
+    (``s3://`` without the amazon provider) is an input error naming the field."""
+    try:
+        return ObjectStoragePath(uri)
+    except Exception as exc:
+        raise FlexInputError(f"{field}: cannot use {uri!r}: {type(exc).__name__}: {exc}") from None
+
+
+def path_kind(path: ObjectStoragePath, field: str) -> str | None:
+    """``"file"``, ``"dir"``, ``"other"`` (a device, a pipe) or None (absent); a storage that cannot be
+    reached is an error naming the field."""
+    try:
+        if path.is_dir():
+            return "dir"
+        if path.is_file():
+            return "file"
+        return "other" if path.exists() else None
+    except Exception as exc:
+        raise FlexInputError(f"{field}: cannot reach {path}: {type(exc).__name__}: {exc}") from None
+
+
 def default_checkpoint_root() -> str:
     """Where XCom-mode runs keep their checkpoint. Workers and triggerers must both reach it: local
     disk is fine on one machine; in a distributed deployment point it at object storage with

@@ -247,3 +247,24 @@ def test_max_result_bytes_is_the_xcom_limit_in_xcom_mode_only(tmp_path: Path) ->
     assert op(items=["a"]).run_options.max_result_bytes == 1024 * 1024
     assert op(items=["a"], output_path=str(tmp_path)).run_options.max_result_bytes is None
     assert op(items=["a"], output_path="s3://b/{{ ds }}").run_options.max_result_bytes is None
+
+
+def test_prompt_template_checked_at_parse_time() -> None:
+    with pytest.raises(FlexInputError, match=r"^prompt_template: invalid Jinja syntax"):
+        op(items=["a"], prompt_template="{{ item.x ")
+    with pytest.raises(FlexInputError, match=r"^prompt_template: holds an unpaired surrogate"):
+        op(items=["a"], prompt_template="{{ item.x }} \ud83d")
+
+
+def test_response_format_that_cannot_become_a_schema_is_an_input_error() -> None:
+    from pydantic import BaseModel
+
+    class Opaque:
+        pass
+
+    class Worse(BaseModel):
+        thing: Opaque  # no JSON schema for an arbitrary class
+        model_config = {"arbitrary_types_allowed": True}
+
+    with pytest.raises(FlexInputError, match=r"^response_format: "):
+        op(items=["a"], response_format=Worse)

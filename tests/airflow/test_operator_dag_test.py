@@ -119,7 +119,7 @@ def test_results_too_large_for_xcom_fail_with_hint_and_keep_results(airflow_db, 
     dag = write_dag(
         """
         FlexLLMOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-5-mini", items=["x", "y", "z"],
-                        xcom_max_bytes=200)
+                        xcom_max_bytes=1000)  # 3 records pass the up-front check (3 x 300), not the real size
         """
     )
     run = dag.test()

@@ -179,3 +179,39 @@ def test_build_job_raises_only_input_errors_naming_the_item(items: list, templat
         _check_names_item(exc, _ITEM, len(items))
         return
     assert job.total == len(items)
+
+
+odd = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), texts, st.binary(max_size=3),
+    st.lists(scalars, max_size=2), st.dictionaries(texts, scalars, max_size=2),
+    st.sampled_from(["nosuch://bucket/x", "file:///", "/dev/null", "", "  ", "{{ ds }}"]),
+)
+_FIELD = re.compile(r"^(model|instructions|input|items|input_path|output_path|request_options[.\w]*|response_format)\b")
+
+
+@SETTINGS
+@given(
+    source=st.sampled_from(["input", "items", "input_path"]),
+    value=odd,
+    model=st.one_of(st.just("gpt-5-mini"), odd),
+    instructions=st.one_of(st.none(), odd),
+    request_options=st.one_of(st.none(), odd, st.dictionaries(st.sampled_from(["extra_body", "text", "top_p"]), odd, max_size=2)),
+    output_path=st.one_of(st.none(), odd),
+)
+def test_odd_templated_values_give_only_input_errors(
+    source: str, value: Any, model: Any, instructions: Any, request_options: Any, output_path: Any
+) -> None:
+    """Whatever the templated fields render to, build_job raises FlexInputError naming the field."""
+    from flex_provider.operators.flex import FlexLLMOperator
+
+    if value is None:
+        return
+    try:
+        operator = FlexLLMOperator(task_id="t", model="m", **{source: value})
+        operator.model, operator.instructions = model, instructions
+        operator.request_options, operator.output_path = request_options, output_path  # as if rendered
+        operator.build_job(_context())
+    except FlexInputError as exc:
+        message = str(exc)
+        assert _FIELD.match(message) or _ITEM.match(message), message
+        message.encode("utf-8")
