@@ -18,12 +18,16 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.utils.job import FlexJob
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="flex-props-"))
+# No .hypothesis folder in the working tree (example database, constants cache): failures print
+# their example anyway.
+set_hypothesis_home_dir(_TMP / "hypothesis")
+SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- strategies ---------------------------------------------------------------------------------
 
@@ -31,7 +35,9 @@ _TMP = Path(tempfile.mkdtemp(prefix="flex-props-"))
 _PIECES = st.sampled_from(
     ["\ud83d", "\udfff", "\U0001f600", "\x00", "\x1b", "\n", "{{", "}}", "é", "a", "b", "1", " ", "\u2028"]
 )
-texts = st.one_of(st.sampled_from(["a", "b", ""]), st.lists(st.one_of(_PIECES, st.text(max_size=3)), max_size=5).map("".join))
+texts = st.one_of(
+    st.sampled_from(["a", "b", ""]), st.lists(st.one_of(_PIECES, st.text(max_size=3)), max_size=5).map("".join)
+)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.integers(), st.floats(), texts)
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3), max_leaves=6
@@ -58,7 +64,9 @@ def dict_items(draw: Any, key_strategy: Any = keys) -> dict:
     return item
 
 
-odd_values = st.one_of(st.binary(max_size=3), st.tuples(st.integers()), st.just(object()), st.sets(st.integers(), max_size=2))
+odd_values = st.one_of(
+    st.binary(max_size=3), st.tuples(st.integers()), st.just(object()), st.sets(st.integers(), max_size=2)
+)
 items_lists = st.lists(st.one_of(texts, dict_items(), json_values, odd_values), max_size=8)
 templates = st.sampled_from(
     [
@@ -75,12 +83,16 @@ params = st.dictionaries(st.just("p"), texts, max_size=1)
 
 # JSON Lines: good records (ASCII-escaped, so "\ud83d" arrives as a JSON escape), junk bytes, bad JSON,
 # non-objects, nulls, blank lines, a byte order mark.
-json_like_items = st.one_of(texts, dict_items(key_strategy=st.one_of(st.sampled_from(["id", "text", "a"]), texts)), json_values)
+json_like_items = st.one_of(
+    texts, dict_items(key_strategy=st.one_of(st.sampled_from(["id", "text", "a"]), texts)), json_values
+)
 lines = st.one_of(
     json_like_items.map(lambda v: json.dumps(v).encode("ascii")),
     json_like_items.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     st.binary(max_size=8),
-    st.sampled_from([b"null", b"[1, 2]", b"{", b"\xff", b"   ", b"", b"\xef\xbb\xbf{}", b'{"text": "\\ud83d"}', b"1" * 5000]),
+    st.sampled_from(
+        [b"null", b"[1, 2]", b"{", b"\xff", b"   ", b"", b"\xef\xbb\xbf{}", b'{"text": "\\ud83d"}', b"1" * 5000]
+    ),
 )
 jsonl_files = st.lists(lines, max_size=8).map(lambda ls: b"\n".join(ls))
 
@@ -163,7 +175,9 @@ def _context() -> dict:
 
 @SETTINGS
 @given(items=items_lists, template=templates, xcom_max_bytes=st.sampled_from([1, 600, 1024 * 1024]))
-def test_build_job_raises_only_input_errors_naming_the_item(items: list, template: str | None, xcom_max_bytes: int) -> None:
+def test_build_job_raises_only_input_errors_naming_the_item(
+    items: list, template: str | None, xcom_max_bytes: int
+) -> None:
     from flex_provider.operators.flex import FlexLLMOperator
 
     try:
@@ -182,8 +196,14 @@ def test_build_job_raises_only_input_errors_naming_the_item(items: list, templat
 
 
 odd = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), texts, st.binary(max_size=3),
-    st.lists(scalars, max_size=2), st.dictionaries(texts, scalars, max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    texts,
+    st.binary(max_size=3),
+    st.lists(scalars, max_size=2),
+    st.dictionaries(texts, scalars, max_size=2),
     st.sampled_from(["nosuch://bucket/x", "file:///", "/dev/null", "", "  ", "{{ ds }}"]),
 )
 _FIELD = re.compile(r"^(model|instructions|input|items|input_path|output_path|request_options[.\w]*|response_format)\b")
@@ -195,7 +215,9 @@ _FIELD = re.compile(r"^(model|instructions|input|items|input_path|output_path|re
     value=odd,
     model=st.one_of(st.just("gpt-5-mini"), odd),
     instructions=st.one_of(st.none(), odd),
-    request_options=st.one_of(st.none(), odd, st.dictionaries(st.sampled_from(["extra_body", "text", "top_p"]), odd, max_size=2)),
+    request_options=st.one_of(
+        st.none(), odd, st.dictionaries(st.sampled_from(["extra_body", "text", "top_p"]), odd, max_size=2)
+    ),
     output_path=st.one_of(st.none(), odd),
 )
 def test_odd_templated_values_give_only_input_errors(
