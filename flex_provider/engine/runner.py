@@ -42,6 +42,7 @@ from flex_provider.engine.errors import (
 )
 from flex_provider.engine.health import RunHealth
 from flex_provider.engine.items import WorkItem
+from flex_provider.engine.lease import FolderLease
 from flex_provider.engine.pricing import CostTally, PriceTable
 from flex_provider.engine.progress import RunCounters
 from flex_provider.engine.retry import item_retrying, rate_limit_too_long, server_wait_hint
@@ -102,6 +103,8 @@ class FlexEngine:
         prompt_template: str | None = None,
         endpoint: str = "the configured server",
         connect_grace_s: float = 60.0,
+        lease_ttl_s: float = 30.0,
+        lease_settle_s: float = 1.0,
     ) -> None:
         self.client = client
         self.spec = spec
@@ -127,14 +130,32 @@ class FlexEngine:
         # XCom mode: stop sending once the finished records would not fit in XCom anyway.
         self._max_result_bytes: int | None = getattr(options, "max_result_bytes", None)
         self._result_bytes = 0
-        self._stop_reason: str | None = None
+        self._stop_reason: str | None = None  # "result_bytes" or "lease": finish in-flight items, send no more
+        self._lease = FolderLease(
+            store.root,
+            store.session,
+            ttl_s=lease_ttl_s,
+            settle_s=lease_settle_s,
+            logger=self.log,
+            on_lost=lambda: self._stop("lease"),
+        )
 
     # -- public ----------------------------------------------------------------------------
     async def run(self, items: Iterable[WorkItem], total: int | None = None) -> dict[str, Any]:
         """Process every item that has no final record yet; return the run summary.
 
         Raises FlexRunAborted on run-wide errors (bad key, no quota) after saving what finished.
+        One engine session at a time works in a folder: the run waits for the folder's lease first
+        (a live holder finishes, a dead one expires after ``lease_ttl_s``).
         """
+        async with self._lease:
+            return await self._run_holding_lease(items, total)
+
+    def _stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    async def _run_holding_lease(self, items: Iterable[WorkItem], total: int | None) -> dict[str, Any]:
         started = time.monotonic()
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load)
@@ -154,7 +175,7 @@ class FlexEngine:
         )
         try:
             if self._over_result_limit():
-                self._stop_reason = "result_bytes"
+                self._stop("result_bytes")
             else:
                 await self._run_workers(items, finished, total)
             if self._stop_reason is not None:
@@ -173,6 +194,13 @@ class FlexEngine:
         return self._max_result_bytes is not None and self._result_bytes > self._max_result_bytes
 
     def _stopped_error(self) -> FlexRunAborted:
+        if self._stop_reason == "lease":
+            return FlexRunAborted(
+                f"flex run stopped sending: another engine session ({self._lease.lost_to or 'unknown'}) took over "
+                f"the output folder {self.store.root} after this one missed its lease heartbeats; it finishes the "
+                "remaining items. Results received here are kept.",
+                {"type": "LeaseLost"},
+            )
         return FlexRunAborted(
             f"flex run stopped sending: the finished records already take {self._result_bytes} bytes, over the "
             f"XCom limit of {self._max_result_bytes} bytes (xcom_max_bytes), so a bigger run could only be refused "
@@ -257,7 +285,7 @@ class FlexEngine:
                     json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "replace")
                 )
                 if self._over_result_limit():
-                    self._stop_reason = "result_bytes"
+                    self._stop("result_bytes")
             if len(self._buffer) >= self.options.flush_every:
                 await self._flush()
 

@@ -122,6 +122,7 @@ async def execute_job(
                 logger=logger,
                 output_uri=job.output_uri,
                 prompt_template=job.prompt_template,
+                endpoint=f"conn_id={job.conn_id!r}, base_url={getattr(client, 'base_url', None) or 'default'}",
             )
             summary = await engine.run(job.iter_items(), total=job.total)
     except FlexRunAborted as exc:

@@ -41,7 +41,7 @@ def make_engine(
         RunOptions(**{"max_concurrency": 8, "flush_interval_s": 0.2, "progress_interval_s": 0.5, **options}),
         ResultStore(root),
         secrets=(api_key,),
-        **(engine or {}),
+        **{"lease_settle_s": 0.05, **(engine or {})},
     )
 
 

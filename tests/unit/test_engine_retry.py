@@ -277,7 +277,7 @@ def test_a_daily_limit_stops_the_run_with_the_limit_and_reset_named(headers):
     exc = rate_limited(headers=headers, message="Rate limit reached for gpt-5-mini on requests per day (RPD)")
     reason = rate_limit_too_long(exc, RetryPolicy())
     assert reason is not None
-    assert "requests per day" in reason and "until about 20" in reason and "retry the task" in reason
+    assert "requests per day" in reason and "until about 20" in reason and "retry the task" in reason.lower()
     for name in ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"):
         if name in headers:
             assert f"{name.rsplit('-', 1)[1]} limit {headers[name]}" in reason
