@@ -350,12 +350,13 @@ def _finish(state: EmulatorState, gen: _Gen, served: str, chat: bool) -> dict[st
     done = complete(prompt, gen.fmt, model, effort, max_tokens, cache)
     state.cache.store(model, prompt, served, cfg.cache_min_tokens)
     state.stats.add_tokens(served, done.usage_counts())
+    named = model + cfg.model_snapshot_suffix if cfg.model_snapshot_suffix else model  # as the answer names it
     if chat:
-        return chat_completion_object(body=body, model=model, served_tier=served, done=done)
+        return chat_completion_object(body=body, model=named, served_tier=served, done=done)
     obj = response_object(
         rid=new_id("resp_"),
         body=body,
-        model=model,
+        model=named,
         served_tier=served,
         status="in_progress",
         created_at=int(time.time()),

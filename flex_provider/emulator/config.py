@@ -100,6 +100,11 @@ class EmulatorConfig(BaseModel):
         default=86400.0, ge=0.0, description="Retry-After (and reset) of a long_wait_rate 429, in seconds."
     )
     insufficient_quota: bool = Field(default=False, description="Every generation request -> 429 quota.")
+    model_snapshot_suffix: str | None = Field(
+        default=None,
+        description="Answers name the model as this dated snapshot, e.g. '-2025-08-07' (OpenAI reports "
+        "'gpt-5-mini-2025-08-07' for 'gpt-5-mini'); None echoes the requested name.",
+    )
     models: list[str] = Field(
         default_factory=lambda: list(DEFAULT_MODELS),
         description="Known model ids (comma-separated on the CLI); others -> 404 model_not_found.",

@@ -308,7 +308,7 @@ class FlexEngine:
         fell_back = False
         try:
             try:
-                reply = await self._on_tier(item, tier, attempts)
+                reply = await self._on_tier(item, sent_hash, tier, attempts)
             except Exception as exc:
                 if not (
                     classify(exc) is Verdict.UNAVAILABLE
@@ -319,7 +319,7 @@ class FlexEngine:
                 self.counters.fallbacks += 1
                 self._dirty_progress = True
                 fell_back = True
-                reply = await self._on_tier(item, self.options.fallback_tier, attempts)
+                reply = await self._on_tier(item, sent_hash, self.options.fallback_tier, attempts)
         except asyncio.CancelledError:
             raise
         except (*_ITEM_ERRORS, BackgroundFailed) as exc:
@@ -339,14 +339,14 @@ class FlexEngine:
         self.health.on_item_succeeded()
         return self._success(item, sent_hash, reply, attempts[0], fell_back, tier)
 
-    async def _on_tier(self, item: WorkItem, tier: str, attempts: list[int]) -> Reply:
+    async def _on_tier(self, item: WorkItem, sent_hash: str, tier: str, attempts: list[int]) -> Reply:
         if self.poller is None:
             return await self._with_retries(
                 lambda: self.calls.send(self.client, item.prompt, tier),
                 attempts,
                 retry_unavailable=self.options.on_unavailable != "fail",
             )
-        return await self._background(item, tier, attempts)
+        return await self._background(item, sent_hash, tier, attempts)
 
     async def _with_retries(self, call: Callable[[], Any], attempts: list[int], *, retry_unavailable: bool) -> Any:
         retrying = item_retrying(
@@ -404,7 +404,7 @@ class FlexEngine:
             self.log.debug("retrying after %s (attempt %d)", type(exc).__name__, retry_state.attempt_number)
 
     # -- background mode ---------------------------------------------------------------------
-    async def _background(self, item: WorkItem, tier: str, attempts: list[int]) -> Reply:
+    async def _background(self, item: WorkItem, sent_hash: str, tier: str, attempts: list[int]) -> Reply:
         """Create (or re-attach to) a background response and wait for it through the poller.
 
         The response id is made durable *before* waiting, so a restarted trigger polls it instead
@@ -412,7 +412,8 @@ class FlexEngine:
         within the same retry budget."""
         assert self.poller is not None
         entry = self._known_pending.pop(item.id, None)
-        if entry is not None and entry.get("tier") == tier:
+        # Re-attach only to a response for this very prompt (entries of older versions carry no hash).
+        if entry is not None and entry.get("tier") == tier and entry.get("prompt_hash") in (None, sent_hash):
             self.counters.background_reattached += 1
             response_id = entry["response_id"]
         else:
@@ -425,7 +426,9 @@ class FlexEngine:
                     retry_unavailable=self.options.on_unavailable != "fail",
                 )
                 self.counters.background_created += 1
-                await self._checkpoint_pending({"id": item.id, "response_id": response_id, "tier": tier})
+                await self._checkpoint_pending(
+                    {"id": item.id, "response_id": response_id, "tier": tier, "prompt_hash": sent_hash}
+                )
             try:
                 response = await self.poller.wait(response_id)
             except ResponseGone:
