@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 from airflow.providers.common.compat.connection import get_async_connection
@@ -82,6 +83,40 @@ class ClientSettings:
         )
 
 
+def _key_problem(api_key: str) -> tuple[int, str] | None:
+    """Where and what makes a key unusable in an HTTP header (without ever showing the key)."""
+    for position, char in enumerate(api_key):
+        if char in "\r\n":
+            return position, "a line break"
+        if char in " \t":
+            return position, "a space or tab"
+        if not "\x21" <= char <= "\x7e":
+            return position, "a character that is not printable ASCII"
+    return None
+
+
+def check_settings(conn_id: str, settings: ClientSettings) -> None:
+    """Refuse, before anything is sent, settings that no request could be made with: every item
+    would otherwise fail with an opaque "Connection error." (and, without this, retry for hours)."""
+    from flex_provider.engine.errors import FlexInputError  # the engine package is not needed to load the hook
+
+    problem = _key_problem(settings.api_key)
+    if problem is not None:
+        position, what = problem
+        raise FlexInputError(
+            f"conn_id={conn_id!r}: the API key holds {what} at character {position + 1} of "
+            f"{len(settings.api_key)}, which cannot be sent in an HTTP header (pasted with the key?); "
+            "store the key again without it"
+        )
+    if settings.base_url is not None:
+        scheme = urlsplit(settings.base_url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FlexInputError(
+                f"conn_id={conn_id!r}: base URL {settings.base_url!r} must start with http:// or https:// "
+                f"(got {scheme + '://' if scheme else 'no scheme'})"
+            )
+
+
 class FlexHook(BaseHook):
     conn_name_attr = "conn_id"
     default_conn_name = "openai_default"
@@ -112,12 +147,14 @@ class FlexHook(BaseHook):
             host = f"{host}:{conn.port}"
         if host and "://" not in host:
             host = f"https://{host}"
-        return ClientSettings(
+        settings = ClientSettings(
             api_key=api_key,
             base_url=host or os.environ.get("OPENAI_BASE_URL") or None,
             organization=_extra(extras, "organization") or os.environ.get("OPENAI_ORG_ID") or None,
             project=_extra(extras, "project") or os.environ.get("OPENAI_PROJECT_ID") or None,
         )
+        check_settings(self.conn_id, settings)
+        return settings
 
     def get_settings(self) -> ClientSettings:
         try:

@@ -24,7 +24,10 @@ def test_provider_registers_connection_type_with_ui_fields() -> None:
 
 def test_settings_from_connection_with_extras(monkeypatch) -> None:
     conn = {
-        "conn_type": "openai_flex", "password": "sk-conn-key", "host": "localhost", "port": 8089,
+        "conn_type": "openai_flex",
+        "password": "sk-conn-key",
+        "host": "localhost",
+        "port": 8089,
         "extra": {"organization": "org-1", "extra__openai_flex__project": "proj-2"},
     }
     monkeypatch.setenv("AIRFLOW_CONN_MY_FLEX", json.dumps(conn))
@@ -104,3 +107,34 @@ def test_redact_key_leaves_unrelated_text_alone() -> None:
 
     text = "Error code: 404 - model gpt-5-mini not found (request req_123)"
     assert redact_key(text, CUSTOM_KEY) == text
+
+
+@pytest.mark.parametrize(
+    ("password", "what"),
+    [
+        ("sk-good-part-0123456789\n", "a line break at character 24 of 24"),
+        ("sk-good part", "a space or tab at character 8"),
+        ("sk-clé-0123", "not printable ASCII at character 6"),
+    ],
+)
+def test_a_key_that_cannot_be_sent_is_refused_before_deferral_without_showing_it(monkeypatch, password, what) -> None:
+    """Unattended nights #4: a key with a newline used to give "Connection error." for every item."""
+    from flex_provider.engine.errors import FlexInputError
+
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_KEY", json.dumps({"conn_type": "openai_flex", "password": password}))
+    with pytest.raises(FlexInputError) as caught:
+        FlexHook("bad_key").get_settings()
+    assert "conn_id='bad_key'" in str(caught.value) and what in str(caught.value)
+    assert "good" not in str(caught.value) and "0123" not in str(caught.value)
+    with pytest.raises(FlexInputError):
+        asyncio.run(FlexHook("bad_key").aget_settings())  # the triggerer's path too
+
+
+@pytest.mark.parametrize("host", ["ftp://127.0.0.1:9/v1", "file:///tmp/x"])
+def test_a_base_url_with_another_scheme_is_refused(monkeypatch, host) -> None:
+    from flex_provider.engine.errors import FlexInputError
+
+    conn = {"conn_type": "openai_flex", "password": "sk-fine", "host": host}
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_URL", json.dumps(conn))
+    with pytest.raises(FlexInputError, match=r"conn_id='bad_url': base URL '.*' must start with http:// or https://"):
+        FlexHook("bad_url").get_settings()
