@@ -46,3 +46,11 @@ with DAG("flex_e2e_retry", schedule=None, catchup=False,
     # XCom mode: checkpoints go to FLEX_PROVIDER_CHECKPOINT_ROOT, per dag/run/task.
     FlexLLMOperator(task_id="enrich", items=[f"retry document {i}" for i in range(40)], on_unavailable="fail",
                     max_concurrency=8, **COMMON)
+
+with DAG("flex_e2e_chaos", schedule=None, catchup=False):
+    # Unattended nights: every fault of the emulator at once (set by the test), one triggerer kill.
+    # timeout=3 turns trickled bodies into timeouts; short backoff keeps the run to about a minute.
+    FlexLLMOperator(task_id="enrich", input_path=corpus("chaos", 2000), output_path=OUT + "/chaos/{{ run_id }}",
+                    max_concurrency=40, progress_interval=2, timeout=3, max_failed=0.05,
+                    retry={"initial_wait_s": 0.2, "max_wait_s": 2.0, "jitter_s": 0.2, "max_attempts": 15},
+                    **COMMON)

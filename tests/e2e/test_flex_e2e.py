@@ -28,9 +28,12 @@ def key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+BASE_EMULATOR = EmulatorConfig(api_key=API_KEY, latency_s=0.2)
+
+
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorServer]:
-    with serve_in_thread(EmulatorConfig(api_key=API_KEY, latency_s=0.2)) as server:
+    with serve_in_thread(BASE_EMULATOR) as server:
         yield server
 
 
@@ -51,7 +54,8 @@ def af(emu: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     cluster.out = base / "out"  # type: ignore[attr-defined]
     cluster.checkpoints = base / "checkpoints"  # type: ignore[attr-defined]
     try:
-        cluster.start(wait_for_dags=["flex_e2e_basic", "flex_e2e_kill_inline", "flex_e2e_kill_background", "flex_e2e_retry"])
+        cluster.start(wait_for_dags=["flex_e2e_basic", "flex_e2e_kill_inline", "flex_e2e_kill_background", "flex_e2e_retry",
+                                     "flex_e2e_chaos"])
         yield cluster
     except BaseException:
         sys.stderr.write(cluster.diagnostics())
@@ -62,7 +66,7 @@ def af(emu: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture
 def fresh(emu: EmulatorServer) -> EmulatorServer:
-    emu.update(latency_s=0.2, unavailable_rate=0.0, seed=0)
+    emu.update(**BASE_EMULATOR.model_dump())  # every knob back, fault knobs included
     emu.reset()
     return emu
 
@@ -186,6 +190,58 @@ def test_task_retry_and_clear_rerun_do_not_rebill(af, fresh) -> None:
     assert af.wait_for_run(dag_id, run_id, timeout=120) == "success"
     assert fresh.stats()["requests"] == before  # the cleared task re-ran from its checkpoint
     assert len(af.xcom(dag_id, run_id, "enrich")) == 40
+
+
+def test_chaos_every_fault_at_once_and_a_triggerer_kill(af, fresh) -> None:
+    """Unattended nights, chaos run: 2,000 items against 429s, 5xx, malformed 200s of every kind,
+    trickled bodies, dropped connections and day-long rate-limit resets, with the triggerer
+    SIGKILLed in the middle. Every item ends exactly once, as a success or as its own failed record
+    with a clear error; the run is never aborted as a whole; nothing with a saved result is re-sent."""
+    dag_id = "flex_e2e_chaos"
+    fresh.update(
+        latency_s=0.4,
+        unavailable_rate=0.1,
+        retry_after_s=0.2,
+        error_rate=0.04,
+        malformed_rate=0.04,
+        trickle_rate=0.01,
+        trickle_interval_s=0.5,
+        reset_rate=0.03,
+        long_wait_rate=0.003,
+        seed=13,
+    )
+    run_id = af.trigger_dag(dag_id)
+    out = af.out / "chaos" / run_id
+    af.wait_for_task_state(dag_id, run_id, "enrich", "deferred", timeout=90)
+    _kill_triggerer_mid_run(af, dag_id, run_id, lambda: len(part_ids(out)) >= 500)
+    saved_before = set(part_ids(out))
+    assert 500 <= len(saved_before) < 2000
+
+    assert af.wait_for_run(dag_id, run_id, timeout=300) == "success"
+    ti = af.task_instance(dag_id, run_id, "enrich")
+    assert ti["try_number"] == 1  # no run-wide abort, no task retry needed
+    records = [json.loads(line) for p in sorted(out.glob("part-*.jsonl")) for line in p.read_text().splitlines()]
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == 2000  # every item exactly once
+    failed = [r for r in records if r["status"] != "succeeded"]
+    assert len(failed) <= 100  # max_failed=0.05
+    for record in failed:
+        assert record["error"]["type"] and record["error"]["message"], record
+    stats = fresh.stats()
+    assert all(stats["faults"][name] > 0 for name in ("malformed", "trickle", "reset", "long_wait")), stats["faults"]
+    inputs = stats["inputs"]
+    resent = {f"chaos-{i}" for i in range(2000) if inputs[key(f"chaos document {i}")]["succeeded"] > 1}
+    assert not resent & saved_before  # nothing with a stored result was requested again
+    # Only what was in flight (40) or answered but not yet flushed (< 2 s at ~100 answers/s) at the kill.
+    assert len(resent) <= 40 + 200, len(resent)
+    summary = af.xcom(dag_id, run_id, "enrich")
+    assert summary["total"] == 2000 and summary["malformed_answers"] > 0
+    print(  # figures for the record (pytest -rP shows them)
+        f"chaos: {len(failed)} failed of 2000 ({sorted({r['error']['type'] for r in failed})}), "
+        f"{len(saved_before)} saved before the kill, {len(resent)} re-sent, faults {stats['faults']}, "
+        f"requests {summary['requests']}, malformed {summary['malformed_answers']}, "
+        f"duration {summary['duration_s']} s"
+    )
 
 
 def test_api_key_never_in_logs_xcom_or_outputs(af) -> None:
