@@ -22,12 +22,12 @@ SUBMIT_MODES = ("inline", "background")
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise FlexInputError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def _positive(name: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False) -> None:
+def require_positive(name: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -61,7 +61,7 @@ def _check_prices(prices: Any) -> None:
                 f"prices[{model!r}]: expected a dict with keys {sorted(_PRICE_KEYS)} (USD per 1M tokens), got {price!r}"
             )
         for key, value in price.items():
-            _positive(f"prices[{model!r}].{key}", value, allow_zero=True)
+            require_positive(f"prices[{model!r}].{key}", value, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise FlexInputError(f"retry.max_attempts: expected an integer >= 1, got {self.max_attempts!r}")
-        _positive("retry.max_elapsed_s", self.max_elapsed_s)
-        _positive("retry.initial_wait_s", self.initial_wait_s, allow_zero=True)
-        _positive("retry.max_wait_s", self.max_wait_s, allow_zero=True)
-        _positive("retry.jitter_s", self.jitter_s, allow_zero=True)
-        _positive("retry.max_retry_after_s", self.max_retry_after_s, allow_zero=True)
+        require_positive("retry.max_elapsed_s", self.max_elapsed_s)
+        require_positive("retry.initial_wait_s", self.initial_wait_s, allow_zero=True)
+        require_positive("retry.max_wait_s", self.max_wait_s, allow_zero=True)
+        require_positive("retry.jitter_s", self.jitter_s, allow_zero=True)
+        require_positive("retry.max_retry_after_s", self.max_retry_after_s, allow_zero=True)
 
     @classmethod
     def from_value(cls, value: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
@@ -190,9 +190,9 @@ class RequestSpec:
             raise FlexInputError(f"model: expected a non-empty model name, got {self.model!r}")
         if self.instructions is not None and not isinstance(self.instructions, str):
             raise FlexInputError(f"instructions: expected a string, got {type(self.instructions).__name__}")
-        _choice("api", self.api, API_CHOICES)
-        _choice("service_tier", self.service_tier, SERVICE_TIERS)
-        _positive("timeout", self.timeout)
+        require_choice("api", self.api, API_CHOICES)
+        require_choice("service_tier", self.service_tier, SERVICE_TIERS)
+        require_positive("timeout", self.timeout)
         _check_sendable("model", self.model)
         if self.instructions is not None:
             _check_sendable("instructions", self.instructions)
@@ -234,12 +234,12 @@ class RunOptions:
         ):
             raise FlexInputError(f"max_concurrency: expected an integer >= 1, got {self.max_concurrency!r}")
         _check_prices(self.prices)
-        _choice("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_CHOICES)
-        _choice("fallback_tier", self.fallback_tier, SERVICE_TIERS)
-        _choice("submit_mode", self.submit_mode, SUBMIT_MODES)
-        _positive("poll_interval_s", self.poll_interval_s)
-        _positive("flush_interval_s", self.flush_interval_s)
-        _positive("progress_interval_s", self.progress_interval_s)
+        require_choice("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_CHOICES)
+        require_choice("fallback_tier", self.fallback_tier, SERVICE_TIERS)
+        require_choice("submit_mode", self.submit_mode, SUBMIT_MODES)
+        require_positive("poll_interval_s", self.poll_interval_s)
+        require_positive("flush_interval_s", self.flush_interval_s)
+        require_positive("progress_interval_s", self.progress_interval_s)
         if isinstance(self.flush_every, bool) or not isinstance(self.flush_every, int) or self.flush_every < 1:
             raise FlexInputError(f"flush_every: expected an integer >= 1, got {self.flush_every!r}")
         _positive_int_or_none("max_result_bytes", self.max_result_bytes)

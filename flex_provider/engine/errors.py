@@ -15,6 +15,7 @@ from typing import Any
 import openai
 
 __all__ = [
+    "MALFORMED_ERRORS",
     "FlexInputError",
     "FlexRunAborted",
     "MalformedResponseError",
@@ -69,9 +70,9 @@ class WaitTooLong(RuntimeError):
     after item gets it, :class:`~flex_provider.engine.health.RunHealth` stops the run."""
 
 
-# What the SDK raises itself when a 200 body cannot be read: ``response.json()`` fails with a
-# JSONDecodeError; strict validation raises APIResponseValidationError.
-_MALFORMED = (MalformedResponseError, json.JSONDecodeError, openai.APIResponseValidationError)
+# A 200 that cannot be read: ours (a body without the fields we need), or what the SDK raises itself
+# (``response.json()`` fails with a JSONDecodeError; strict validation, APIResponseValidationError).
+MALFORMED_ERRORS = (MalformedResponseError, json.JSONDecodeError, openai.APIResponseValidationError)
 
 _FATAL_STATUS = {401, 403}
 _ITEM_STATUS = {400, 404, 422}
@@ -82,7 +83,7 @@ def classify(exc: BaseException) -> Verdict:
     """Sort an exception raised by a create/retrieve call into a :class:`Verdict`."""
     if isinstance(exc, OutputValidationError):
         return Verdict.ITEM_FAILED
-    if isinstance(exc, _MALFORMED):
+    if isinstance(exc, MALFORMED_ERRORS):
         return Verdict.TRANSIENT
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return Verdict.TRANSIENT

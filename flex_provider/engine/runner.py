@@ -31,8 +31,8 @@ from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
 from flex_provider.engine.config import RequestSpec, RunOptions
 from flex_provider.engine.errors import (
+    MALFORMED_ERRORS,
     FlexRunAborted,
-    MalformedResponseError,
     OutputValidationError,
     Verdict,
     WaitTooLong,
@@ -53,11 +53,9 @@ log = logging.getLogger("flex_provider.engine")
 
 _FEED_CHUNK = 256
 
-# What a 200 that cannot be read raises (ours, or the SDK's own JSON error): an item-level blip.
-_MALFORMED = (MalformedResponseError, json.JSONDecodeError, openai.APIResponseValidationError)
 # Every way one item can end in failure without the run being broken; anything else is a bug of
 # ours, which must stop the run loudly instead of marking thousands of items failed.
-_ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, WaitTooLong, *_MALFORMED)
+_ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, WaitTooLong, *MALFORMED_ERRORS)
 
 
 def prompt_hash(prompt: str) -> str:
@@ -128,7 +126,7 @@ class FlexEngine:
         self._dirty_progress = False
         self._finished = asyncio.Event()
         # XCom mode: stop sending once the finished records would not fit in XCom anyway.
-        self._max_result_bytes: int | None = getattr(options, "max_result_bytes", None)
+        self._max_result_bytes = options.max_result_bytes
         self._result_bytes = 0
         self._stop_reason: str | None = None  # "result_bytes" or "lease": finish in-flight items, send no more
         self._lease = FolderLease(
@@ -160,8 +158,8 @@ class FlexEngine:
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load)
         self._known_pending = dict(state.pending)
-        finished: dict[str, str | None] = getattr(state, "final_prompts", None) or dict.fromkeys(state.final_ids)
-        self._result_bytes = int(getattr(state, "final_bytes", 0) or 0)
+        finished = state.final_prompts  # id -> hash of the prompt its final record answered
+        self._result_bytes = state.final_bytes
         self.log.info(
             "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
             "%d background response(s) to re-attach, model=%s tier=%s concurrency=%d mode=%s",
@@ -210,7 +208,7 @@ class FlexEngine:
         )
 
     async def _run_workers(self, items: Iterable[WorkItem], finished: dict[str, str | None], total: int | None) -> None:
-        queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
+        queue: asyncio.Queue[tuple[WorkItem, str] | None] = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
         try:
             async with asyncio.TaskGroup() as group:
                 feeder = group.create_task(self._feed(items, finished, queue), name="flex-feeder")
@@ -374,7 +372,7 @@ class FlexEngine:
                     self.counters.transient_errors += 1
                     self.health.on_connection_error(exc)  # a broken configuration stops the run
                     raise
-                except _MALFORMED:
+                except MALFORMED_ERRORS:
                     self.health.on_answer()
                     self.counters.malformed += 1
                     self.counters.transient_errors += 1

@@ -25,8 +25,8 @@ from flex_provider.engine.config import (
     RequestSpec,
     RetryPolicy,
     RunOptions,
-    _choice,
-    _positive,
+    require_choice,
+    require_positive,
     to_dict,
 )
 from flex_provider.engine.errors import FlexInputError
@@ -192,8 +192,8 @@ class FlexLLMOperator(BaseOperator):
         _check_max_failed(max_failed)
         PromptBuilder(prompt_template)  # not templated: a syntax error fails the DAG parse
         # Not templated, so checked now, at DAG parse time (the RequestSpec is built only in execute).
-        _positive("timeout", timeout)
-        _choice("service_tier", service_tier, SERVICE_TIERS)
+        require_positive("timeout", timeout)
+        require_choice("service_tier", service_tier, SERVICE_TIERS)
         if isinstance(xcom_max_bytes, bool) or not isinstance(xcom_max_bytes, int) or xcom_max_bytes < 1:
             raise FlexInputError(f"xcom_max_bytes: expected a positive integer (bytes), got {xcom_max_bytes!r}")
         self.model = model
