@@ -102,10 +102,12 @@ async def execute_job(
     job: FlexJob,
     client_factory: ClientFactory,
     logger: logging.Logger | logging.LoggerAdapter,
+    on_engine: Callable[[FlexEngine], None] | None = None,
 ) -> dict[str, Any]:
     """Run a job to the end and return a small, JSON-native event payload (never results or secrets).
 
-    ``client_factory`` returns the client and the secrets to redact from messages."""
+    ``client_factory`` returns the client and the secrets to redact from messages; ``on_engine``
+    (optional) is handed the live engine, for a caller that watches its counters (the benchmarks)."""
     request = request_spec_from_dict(job.request)
     options = run_options_from_dict(job.options)
     secrets: tuple[str, ...] = ()
@@ -124,6 +126,8 @@ async def execute_job(
                 prompt_template=job.prompt_template,
                 endpoint=f"conn_id={job.conn_id!r}, base_url={getattr(client, 'base_url', None) or 'default'}",
             )
+            if on_engine is not None:
+                on_engine(engine)
             summary = await engine.run(job.iter_items(), total=job.total)
     except FlexRunAborted as exc:
         return {"status": "error", "kind": "aborted", "message": redact(str(exc), secrets), "work_uri": job.work_uri}
