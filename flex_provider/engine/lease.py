@@ -188,7 +188,7 @@ class FolderLease:
                 await _finish_even_if_cancelled(asyncio.to_thread(self._release_if_ours))
             raise
         self._held = True
-        waited = self._clock() - started
+        waited = self._clock() - started - self.settle_s  # the settle delay is not waiting on anyone
         self.log.info(
             "engine session %s holds the lease on %s%s",
             self.holder,
