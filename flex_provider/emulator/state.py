@@ -203,7 +203,6 @@ class EmulatorState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.handlers: set[asyncio.Task[Any]] = set()
         self.closing = False
-        self.started_at = time.time()
 
     # -------------------------------------------------------------------------------- config
     def update_config(self, knobs: dict[str, Any]) -> EmulatorConfig:

@@ -25,8 +25,9 @@ Damage is survived where that is safe: a line that is not a record (a torn last 
 a truncated file, anything but an object with a string ``id`` and a known ``status``) counts as no
 result, so that item is done again, and ``finalize`` rewrites its part without it; unreadable
 ``_progress``/``_pending`` entries are skipped. A corrupt ``_job.json`` or ``_manifest.json`` raises
-:class:`CorruptCheckpointError` naming the file and what to do (``load`` ignores a bad manifest: the
-run rewrites it). Writes never fail on item content: text JSON cannot encode falls back to escapes.
+:class:`CorruptCheckpointError` naming the file and what to do (``load`` does not read the manifest:
+the end of a run rewrites it). Writes never fail on item content: text JSON cannot encode falls back
+to escapes.
 
 All methods are blocking: the engine calls them through ``asyncio.to_thread``.
 """
@@ -40,7 +41,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from flex_provider.engine.errors import FlexInputError
 
@@ -63,22 +64,6 @@ log = logging.getLogger(__name__)
 class CorruptCheckpointError(FlexInputError):
     """A file the store keeps (``_job.json``, ``_manifest.json``) cannot be read; the message names
     the file and what to do about it."""
-
-
-class PathLike(Protocol):
-    """What we need from pathlib.Path / ObjectStoragePath."""
-
-    name: str
-
-    def __truediv__(self, other: str) -> PathLike: ...
-    def exists(self) -> bool: ...
-    def iterdir(self) -> Iterator[PathLike]: ...
-    def mkdir(self, parents: bool = ..., exist_ok: bool = ...) -> None: ...
-    def open(self, mode: str = ..., **kwargs: Any) -> Any: ...
-    def read_text(self, **kwargs: Any) -> str: ...
-    def write_text(self, data: str, **kwargs: Any) -> Any: ...
-    def rename(self, target: Any) -> Any: ...
-    def unlink(self, missing_ok: bool = ...) -> None: ...
 
 
 def is_session_id(value: str) -> bool:
@@ -155,7 +140,6 @@ class StoreState:
     final_prompts: dict[str, str | None] = field(default_factory=dict)
     retryable_ids: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> background entry
-    manifest: dict[str, Any] | None = None
     final_bytes: int = 0  # UTF-8 size of the lines of the final records (what the output will hold)
 
     @property
@@ -330,10 +314,6 @@ class ResultStore:
                 rid = entry.get("id")
                 if isinstance(rid, str) and isinstance(entry.get("response_id"), str) and rid not in state.final_ids:
                     state.pending[rid] = entry
-        try:
-            state.manifest = self.read_manifest()
-        except CorruptCheckpointError as exc:  # the end of this run rewrites it
-            log.warning("%s", exc)
         return state
 
     def load_progress(self) -> list[dict[str, Any]]:

@@ -207,9 +207,6 @@ class FlexHook(BaseHook):
     def get_conn(self) -> AsyncOpenAI:
         return self.build_client(self.get_settings())
 
-    async def aget_conn(self, *, max_connections: int = 100, timeout: float = 900.0) -> AsyncOpenAI:
-        return self.build_client(await self.aget_settings(), max_connections=max_connections, timeout=timeout)
-
     def test_connection(self) -> tuple[bool, str]:
         key = ""
         try:
