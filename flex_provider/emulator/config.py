@@ -19,18 +19,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flex_provider.engine.pricing import DEFAULT_PRICES
+
 ENV_PREFIX = "FLEX_EMULATOR_"
 
-DEFAULT_MODELS: tuple[str, ...] = (
-    "gpt-5",
-    "gpt-5-mini",
-    "gpt-5-nano",
-    "o3",
-    "o4-mini",
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "gpt-4o-mini",
-)
+# The models the emulator knows are the engine's price table: one list, so a model the engine can
+# price is one the emulator serves. Which of them accept service_tier="flex" is a separate fact.
+DEFAULT_MODELS: tuple[str, ...] = tuple(DEFAULT_PRICES)
 DEFAULT_FLEX_MODELS: tuple[str, ...] = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini")
 # Broken 200 answers ``malformed_rate`` can give (see ``app._malformed_response``).
 MALFORMED_KINDS: tuple[str, ...] = ("invalid_json", "html", "empty", "null", "no_output")

@@ -20,6 +20,7 @@ from flex_provider.emulator.content import (
     salient_words,
 )
 from flex_provider.emulator.errors import format_duration, retry_after_headers
+from flex_provider.engine.pricing import DEFAULT_PRICES
 
 
 class Constrained(BaseModel):
@@ -127,5 +128,8 @@ def test_config_from_env_and_update() -> None:
         cfg.updated({"unavailable_rate": 1.5})
     defaults = EmulatorConfig()
     assert defaults.flex_models == ["gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini"]
+    # the known models are the engine's price table (one list), flex models a subset of them
+    assert defaults.models == list(DEFAULT_PRICES)
+    assert set(defaults.flex_models) <= set(defaults.models)
     assert (defaults.latency_s, defaults.latency_jitter, defaults.standard_latency_s) == (0.05, 0.5, 0.02)
     assert (defaults.hang_s, defaults.background_expiry_s, defaults.seed) == (3600, 600, 0)
