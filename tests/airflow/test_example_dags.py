@@ -15,7 +15,22 @@ from airflow.dag_processing.dagbag import DagBag
 from tests.airflow.conftest import API_KEY
 
 pytestmark = pytest.mark.integration
-DAGS = Path(__file__).resolve().parents[2] / "dags"
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+
+
+def test_corpus_generator_lives_outside_dags_and_rebuilds_the_bundled_corpus(tmp_path: Path) -> None:
+    """scripts/make_support_tickets.py (not in dags/, which the dag processor parses) writes exactly
+    the bundled dags/data/support_tickets.jsonl (fixed seed)."""
+    assert not list(DAGS.rglob("make_support_tickets.py"))
+    out = tmp_path / "tickets.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_support_tickets.py"), "--out", str(out)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "wrote 262 tickets" in done.stdout
+    assert out.read_bytes() == (DAGS / "data" / "support_tickets.jsonl").read_bytes()
 
 
 def test_example_dags_import_without_errors() -> None:

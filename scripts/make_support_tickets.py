@@ -15,8 +15,11 @@ German, French and Spanish. Names, companies and addresses are invented; every e
 
 The random seed is fixed, so running the script again rewrites the same file::
 
-    python dags/data/make_support_tickets.py            # writes dags/data/support_tickets.jsonl
-    python dags/data/make_support_tickets.py --stats    # also prints a short summary
+    python scripts/make_support_tickets.py            # writes dags/data/support_tickets.jsonl
+    python scripts/make_support_tickets.py --stats    # also prints a short summary
+
+It lives in ``scripts/``, not next to the file in ``dags/data/``, so that nothing that parses the
+DAGs folder ever sees it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 
 SEED = 20250417
 N_ENGLISH = 240
-OUT_FILE = Path(__file__).with_name("support_tickets.jsonl")
+OUT_FILE = Path(__file__).resolve().parent.parent / "dags" / "data" / "support_tickets.jsonl"
 START = datetime(2025, 1, 6)  # timestamps are UTC
 END = datetime(2025, 6, 27)
 MIN_WORDS, MAX_WORDS = 40, 250
