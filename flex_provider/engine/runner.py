@@ -26,6 +26,7 @@ from typing import Any
 import openai
 from tenacity import RetryCallState
 
+from flex_provider.engine.attempt import ItemAttempt
 from flex_provider.engine.background import BackgroundPoller, ResponseGone
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
@@ -301,23 +302,22 @@ class FlexEngine:
 
     # -- one item ----------------------------------------------------------------------------
     async def _process(self, item: WorkItem, sent_hash: str) -> dict[str, Any]:
-        tier = self.spec.service_tier
-        attempts = [0]
-        fell_back = False
+        attempt = ItemAttempt(item, sent_hash, self.spec.service_tier)
         try:
             try:
-                reply = await self._on_tier(item, sent_hash, tier, attempts)
+                reply = await self._on_tier(attempt)
             except Exception as exc:
+                verdict = classify(exc)
                 if not (
-                    classify(exc) is Verdict.UNAVAILABLE
+                    verdict is Verdict.UNAVAILABLE
                     and self.options.on_unavailable == "fallback"
-                    and tier != self.options.fallback_tier
+                    and attempt.requested_tier != self.options.fallback_tier
                 ):
                     raise
                 self.counters.fallbacks += 1
                 self._dirty_progress = True
-                fell_back = True
-                reply = await self._on_tier(item, sent_hash, self.options.fallback_tier, attempts)
+                attempt.fall_back(self.options.fallback_tier, verdict)
+                reply = await self._on_tier(attempt)
         except asyncio.CancelledError:
             raise
         except (*_ITEM_ERRORS, BackgroundFailed) as exc:
@@ -333,26 +333,26 @@ class FlexEngine:
                 ) from None
             if verdict is Verdict.ITEM_FAILED:
                 self.health.on_item_failed(exc)  # the same refusal for item after item stops the run
-            return self._failure(item, sent_hash, exc, attempts[0], fell_back)
+            return self._failure(attempt, exc)
         self.health.on_item_succeeded()
-        return self._success(item, sent_hash, reply, attempts[0], fell_back, tier)
+        return self._success(attempt, reply)
 
-    async def _on_tier(self, item: WorkItem, sent_hash: str, tier: str, attempts: list[int]) -> Reply:
+    async def _on_tier(self, attempt: ItemAttempt) -> Reply:
         if self.poller is None:
             return await self._with_retries(
-                lambda: self.calls.send(self.client, item.prompt, tier),
-                attempts,
+                lambda: self.calls.send(self.client, attempt.item.prompt, attempt.requested_tier),
+                attempt,
                 retry_unavailable=self.options.on_unavailable != "fail",
             )
-        return await self._background(item, sent_hash, tier, attempts)
+        return await self._background(attempt)
 
-    async def _with_retries(self, call: Callable[[], Any], attempts: list[int], *, retry_unavailable: bool) -> Any:
+    async def _with_retries(self, call: Callable[[], Any], attempt: ItemAttempt, *, retry_unavailable: bool) -> Any:
         retrying = item_retrying(
             self.options.retry, retry_unavailable=retry_unavailable, before_sleep=self._before_sleep
         )
-        async for attempt in retrying:
-            with attempt:
-                attempts[0] += 1
+        async for retry in retrying:
+            with retry:
+                attempt.attempts += 1
                 await self.limiter.acquire()
                 try:
                     self.counters.requests += 1
@@ -402,13 +402,14 @@ class FlexEngine:
             self.log.debug("retrying after %s (attempt %d)", type(exc).__name__, retry_state.attempt_number)
 
     # -- background mode ---------------------------------------------------------------------
-    async def _background(self, item: WorkItem, sent_hash: str, tier: str, attempts: list[int]) -> Reply:
+    async def _background(self, attempt: ItemAttempt) -> Reply:
         """Create (or re-attach to) a background response and wait for it through the poller.
 
         The response id is made durable *before* waiting, so a restarted trigger polls it instead
         of paying for the item again. A vanished id (expired) or a failed response is created anew,
         within the same retry budget."""
         assert self.poller is not None
+        item, sent_hash, tier = attempt.item, attempt.prompt_hash, attempt.requested_tier
         entry = self._known_pending.pop(item.id, None)
         # Re-attach only to a response for this very prompt (entries of older versions carry no hash).
         if entry is not None and entry.get("tier") == tier and entry.get("prompt_hash") in (None, sent_hash):
@@ -420,7 +421,7 @@ class FlexEngine:
             if response_id is None:
                 response_id = await self._with_retries(
                     lambda: self.calls.create_background(self.client, item.prompt, tier),
-                    attempts,
+                    attempt,
                     retry_unavailable=self.options.on_unavailable != "fail",
                 )
                 self.counters.background_created += 1
@@ -464,9 +465,9 @@ class FlexEngine:
             await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, batch))
 
     # -- records -----------------------------------------------------------------------------
-    def _success(
-        self, item: WorkItem, sent_hash: str, reply: Reply, attempts: int, fell_back: bool, asked: str
-    ) -> dict[str, Any]:
+    def _success(self, attempt: ItemAttempt, reply: Reply) -> dict[str, Any]:
+        item, sent_hash, attempts, fell_back = attempt.item, attempt.prompt_hash, attempt.attempts, attempt.fell_back
+        asked = self.spec.service_tier
         self.counters.succeeded += 1
         model = reply.model or self.spec.model  # priced and recorded as the server says it answered
         self._account(reply.usage, reply.service_tier, model)
@@ -487,9 +488,8 @@ class FlexEngine:
             "finished_at": _now(),
         }
 
-    def _failure(
-        self, item: WorkItem, sent_hash: str, exc: BaseException, attempts: int, fell_back: bool
-    ) -> dict[str, Any]:
+    def _failure(self, attempt: ItemAttempt, exc: BaseException) -> dict[str, Any]:
+        item, sent_hash, attempts, fell_back = attempt.item, attempt.prompt_hash, attempt.attempts, attempt.fell_back
         self.counters.failed += 1
         info = error_info(exc, self.secrets)
         if isinstance(exc, BackgroundFailed):
