@@ -6,6 +6,7 @@ as dicts (``to_dict``/``from_dict``) and rebuilds them in the triggerer. Nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -174,7 +175,11 @@ def _check_request_options(options: Any, *, structured: bool) -> None:
 
 @dataclass(frozen=True)
 class RequestSpec:
-    """What every request of the run looks like, apart from the item's prompt."""
+    """What every request of the run looks like, apart from the item's own data.
+
+    ``prompt_template`` turns an item into its prompt (Jinja, rendered per item), so it belongs to
+    the request: two runs whose specs agree (tier and timeout aside) ask the same question, which
+    is what :meth:`fingerprint` captures."""
 
     model: str
     instructions: str | None = None
@@ -184,8 +189,11 @@ class RequestSpec:
     request_options: dict[str, Any] = field(default_factory=dict)
     service_tier: str = "flex"
     timeout: float = 900.0
+    prompt_template: str | None = None  # None: a dict item's "text" field, or a string item itself
 
     def __post_init__(self) -> None:
+        if self.prompt_template is not None and not isinstance(self.prompt_template, str):
+            raise FlexInputError(f"prompt_template: expected a Jinja string, got {type(self.prompt_template).__name__}")
         if not isinstance(self.model, str) or not self.model.strip():
             raise FlexInputError(f"model: expected a non-empty model name, got {self.model!r}")
         if self.instructions is not None and not isinstance(self.instructions, str):
@@ -206,6 +214,25 @@ class RequestSpec:
                 raise FlexInputError(f"response_format: not a valid JSON schema: {exc.message}") from exc
             except Exception as exc:  # a schema odd enough to break the checker itself
                 raise FlexInputError(f"response_format: not a valid JSON schema: {type(exc).__name__}: {exc}") from exc
+
+    # Fields that shape the answers. Tier and timeout do not (an answer is an answer on any tier);
+    # a field added later must be added here only if it changes answers, and then old folders are
+    # (rightly) refused. The digest is the same as release 0.1's, which hashed these very fields.
+    FINGERPRINT_FIELDS = (
+        "model",
+        "instructions",
+        "api",
+        "response_schema",
+        "schema_name",
+        "request_options",
+        "prompt_template",
+    )
+
+    def fingerprint(self) -> str:
+        """What makes two runs' answers interchangeable (``_job.json`` refuses to mix others)."""
+        shape = {name: getattr(self, name) for name in self.FINGERPRINT_FIELDS}
+        blob = json.dumps(shape, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -249,11 +276,19 @@ def to_dict(obj: RequestSpec | RunOptions) -> dict[str, Any]:
     return asdict(obj)
 
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys ``cls`` knows: a payload written by another release of the provider (a trigger in
+    flight across an upgrade or a downgrade) may carry keys this one does not have; missing ones
+    take their defaults."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
 def request_spec_from_dict(data: dict[str, Any]) -> RequestSpec:
-    return RequestSpec(**data)
+    return RequestSpec(**_known(RequestSpec, data))
 
 
 def run_options_from_dict(data: dict[str, Any]) -> RunOptions:
-    data = dict(data)
-    data["retry"] = RetryPolicy.from_value(data.get("retry"))
-    return RunOptions(**data)
+    known = _known(RunOptions, data)
+    known["retry"] = RetryPolicy.from_value(_known(RetryPolicy, known.get("retry") or {}))
+    return RunOptions(**known)

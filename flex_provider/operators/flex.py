@@ -27,21 +27,13 @@ from flex_provider.engine.config import (
     RunOptions,
     require_choice,
     require_positive,
-    to_dict,
 )
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.items import PromptBuilder
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import FlexHook
+from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
 from flex_provider.triggers.flex import FlexTrigger
-from flex_provider.utils.job import (
-    INLINE_ITEMS_MAX_BYTES,
-    STAGED_INPUT_NAME,
-    FlexJob,
-    execute_job,
-    job_client,
-    json_size,
-)
 from flex_provider.utils.storage import (
     checked_path,
     default_checkpoint_root,
@@ -244,6 +236,7 @@ class FlexLLMOperator(BaseOperator):
             else self.request_options,  # as rendered: RequestSpec names what is wrong
             service_tier=self.service_tier,
             timeout=self.timeout,
+            prompt_template=self.prompt_template,
         )
 
     @staticmethod
@@ -277,11 +270,10 @@ class FlexLLMOperator(BaseOperator):
                 raise FlexInputError(f"output_path: {work_uri} is a file; expected a folder")
         job = FlexJob(
             conn_id=self.conn_id,
-            request=to_dict(self._request_spec()),
-            options=to_dict(self.run_options),
+            spec=self._request_spec(),
+            options=self.run_options,
             work_uri=work_uri,
             output_uri=work_uri if self.output_path is not None else None,
-            prompt_template=self.prompt_template,
             template_context=self._template_context(context),
         )
         if self.input is not None:
@@ -313,13 +305,8 @@ class FlexLLMOperator(BaseOperator):
                 "set output_path='file:///...' or 's3://...' to write the results to object storage "
                 "(nothing was sent)"
             )
-        if job.items is not None and json_size(job.items) > INLINE_ITEMS_MAX_BYTES:
-            staged = storage_path(work_uri) / STAGED_INPUT_NAME
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            with staged.open("w", encoding="utf-8") as handle:
-                for raw in job.items:
-                    handle.write(json.dumps(raw, ensure_ascii=False, default=str) + "\n")
-            job.items, job.input_uri = None, str(staged)
+        staged = job.stage_items()
+        if staged is not None:
             self.log.info("staged %d item(s) to %s so the trigger carries only a URI", job.total, staged)
         return job
 
@@ -337,19 +324,32 @@ class FlexLLMOperator(BaseOperator):
             job.work_uri,
         )
         if self.deferrable:
-            self.defer(trigger=FlexTrigger(job.to_dict()), method_name="execute_complete")
+            self.defer(trigger=FlexTrigger(job.to_payload()), method_name="execute_complete")
+        # In the worker: the very same run, and on_kill can cancel its background responses.
+        self._running = (job, settings)
+        try:
+            event = asyncio.run(run_job(job, self.log, settings=settings))
+        finally:
+            self._running = None
+        return self.execute_complete(context, event.to_payload())
 
-        async def client_factory() -> tuple[Any, tuple[str, ...]]:
-            return job_client(job, settings), (settings.api_key,)
-
-        event = asyncio.run(execute_job(job, client_factory, self.log))
-        return self.execute_complete(context, event)
+    def on_kill(self) -> None:
+        """The task was killed while running in the worker (``deferrable=False``): cancel background
+        responses still running on OpenAI, so nobody pays for answers no one will read. (Deferred,
+        the trigger's own ``on_kill`` does this.)"""
+        running = getattr(self, "_running", None)
+        if running is None:
+            return
+        cancelled, outstanding = cancel_outstanding_blocking(*running)
+        if outstanding:
+            self.log.info("flex on_kill: cancelled %d of %d outstanding background response(s)", cancelled, outstanding)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        work_uri = event.get("work_uri")
-        if event.get("status") != "success":
+        result = FlexEvent.from_payload(event)
+        work_uri = result.work_uri
+        if result.status != "success":
             raise AirflowException(
-                f"flex run failed ({event.get('kind', 'error')}): {event.get('message')}. "
+                f"flex run failed ({result.kind or 'error'}): {result.message}. "
                 f"Finished results are kept at {work_uri}; retrying the task resumes from there "
                 "without paying again for them."
             )

@@ -24,12 +24,15 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
-def _load_runtime() -> ModuleType:
-    """Import the engine, the hook and the openai SDK (blocking: call it in a thread)."""
-    return importlib.import_module("flex_provider.triggers._runtime")
+def _load_job_module() -> ModuleType:
+    """Import ``flex_provider.job``: the engine, the hook and the openai SDK (blocking: call it in a thread)."""
+    return importlib.import_module("flex_provider.job")
 
 
 class FlexTrigger(BaseTrigger):
+    """``job`` is a :meth:`FlexJob.to_payload` dict, of this release or an earlier one (the triggerer
+    rebuilds triggers from stored kwargs, also after the provider was upgraded)."""
+
     def __init__(self, job: dict[str, Any]) -> None:
         super().__init__()
         self.job = job
@@ -38,9 +41,9 @@ class FlexTrigger(BaseTrigger):
         return ("flex_provider.triggers.flex.FlexTrigger", {"job": self.job})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        runtime = await asyncio.to_thread(_load_runtime)
-        event = await runtime.run_job(self.job, self.log)
-        yield TriggerEvent(event)
+        jobs = await asyncio.to_thread(_load_job_module)
+        event = await jobs.run_job(jobs.FlexJob.from_payload(self.job), self.log)
+        yield TriggerEvent(event.to_payload())
 
     async def on_kill(self) -> None:
         """The user marked or cleared the task: cancel background responses still running on
@@ -48,7 +51,7 @@ class FlexTrigger(BaseTrigger):
         it also runs when the trigger merely moves to another triggerer.) By the time this runs,
         ``run()`` has been cancelled; every response id was checkpointed before being waited on,
         so storage knows all of them."""
-        runtime = await asyncio.to_thread(_load_runtime)
-        cancelled, outstanding = await runtime.cancel_outstanding(self.job)
+        jobs = await asyncio.to_thread(_load_job_module)
+        cancelled, outstanding = await jobs.cancel_outstanding(jobs.FlexJob.from_payload(self.job))
         if outstanding:
             self.log.info("flex on_kill: cancelled %d of %d outstanding background response(s)", cancelled, outstanding)

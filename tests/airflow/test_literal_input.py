@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from flex_provider.emulator.content import input_key
+from flex_provider.job import json_size
 from flex_provider.operators.flex import MIN_RECORD_BYTES
-from flex_provider.utils.job import json_size
 from tests.airflow.conftest import API_KEY, task_states, write_dag, xcom
 from tests.conftest import AIRFLOW_TEST_HOME
 

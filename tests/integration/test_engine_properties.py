@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flex_provider.engine import FlexInputError, RetryPolicy
-from flex_provider.utils.job import FlexJob
+from flex_provider.engine.config import RequestSpec, RunOptions
+from flex_provider.job import FlexJob
 from tests.integration.conftest import API_KEY
 from tests.integration.helpers import make_engine, records
 from tests.unit.test_input_properties import items_lists, jsonl_files, templates
@@ -77,7 +78,8 @@ def _run(emu: Any, job: FlexJob, knobs: dict) -> None:
 @ENGINE_SETTINGS
 @given(items=st.one_of(items_lists, plausible_items, plausible_items), template=templates, knobs=faults)
 def test_random_items_through_the_engine_never_give_an_internal_error(emu, items, template, knobs) -> None:
-    job = FlexJob(conn_id="c", request={}, options={}, work_uri="file:///unused", items=items, prompt_template=template)
+    spec = RequestSpec(model="gpt-5-mini", prompt_template=template)
+    job = FlexJob(conn_id="c", spec=spec, options=RunOptions(), work_uri="file:///unused", items=items)
     _run(emu, job, knobs)
 
 
@@ -89,8 +91,8 @@ def test_random_jsonl_bytes_through_the_engine_never_give_an_internal_error(emu,
     try:
         job = FlexJob(
             conn_id="c",
-            request={},
-            options={},
+            spec=RequestSpec(model="gpt-5-mini"),
+            options=RunOptions(),
             work_uri="file:///unused",
             input_uri=f"file://{handle.name}",
             input_label="input_path",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flex_provider.engine import FlexRunAborted, PromptBuilder
+from flex_provider.engine import FlexRunAborted, PromptBuilder, RequestSpec, RunOptions
 from flex_provider.engine.runner import prompt_hash
-from flex_provider.utils.job import FlexJob
+from flex_provider.job import FlexJob
 from tests.integration.conftest import API_KEY, FAST_RETRY
 from tests.integration.helpers import input_key, make_engine, make_items, records
 
@@ -54,8 +54,8 @@ async def test_10_a_prompt_that_depends_on_ds_is_sent_again_on_another_day(emu, 
 async def test_9_identical_items_without_ids_each_get_their_record(emu, tmp_path: Path) -> None:
     job = FlexJob(
         conn_id="unused",
-        request={"model": "gpt-5-mini"},
-        options={},
+        spec=RequestSpec(model="gpt-5-mini"),
+        options=RunOptions(),
         work_uri=tmp_path.as_uri(),
         items=["same text", "other text", "same text", "same text"],
     )

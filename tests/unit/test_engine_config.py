@@ -180,9 +180,25 @@ def test_run_options_from_dict_without_retry_uses_defaults():
     assert run_options_from_dict({"max_concurrency": 2}).retry == RetryPolicy()
 
 
-def test_run_options_from_dict_validates_retry():
+def test_run_options_from_dict_validates_retry_values_but_tolerates_unknown_keys():
+    """Payloads cross releases (a trigger in flight during an upgrade): unknown keys are ignored,
+    missing ones take defaults, but values are still validated."""
+    rebuilt = run_options_from_dict({"retry": {"max_attempts": 3, "from_a_newer_release": 1}, "new_knob": True})
+    assert rebuilt.retry == RetryPolicy(max_attempts=3)
+    with pytest.raises(FlexInputError, match=r"^retry.max_attempts"):
+        run_options_from_dict({"retry": {"max_attempts": 0}})
     with pytest.raises(FlexInputError, match=r"^retry: unknown option"):
-        run_options_from_dict({"retry": {"attempts": 2}})
+        RetryPolicy.from_value({"attempts": 2})  # what a user writes in a DAG is still checked strictly
+
+
+def test_request_spec_from_dict_tolerates_unknown_keys_and_fingerprint_is_stable():
+    spec = request_spec_from_dict({"model": "m", "instructions": "i", "prompt_template": "{{ item.x }}", "future": 1})
+    assert spec == RequestSpec(model="m", instructions="i", prompt_template="{{ item.x }}")
+    # The digest of release 0.1 (which hashed these fields, tier and timeout left out): frozen.
+    assert spec.fingerprint() == RequestSpec(
+        model="m", instructions="i", prompt_template="{{ item.x }}", service_tier="default", timeout=5
+    ).fingerprint()
+    assert spec.fingerprint() != RequestSpec(model="m", instructions="i").fingerprint()
 
 
 def test_run_options_validates_prices():

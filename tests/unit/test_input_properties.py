@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from flex_provider.engine.config import RequestSpec, RunOptions
 from flex_provider.engine.errors import FlexInputError
-from flex_provider.utils.job import FlexJob
+from flex_provider.job import FlexJob
 
 _TMP = Path(tempfile.mkdtemp(prefix="flex-props-"))
 # No .hypothesis folder in the working tree (example database, constants cache): failures print
@@ -111,7 +112,8 @@ def _check_names_item(exc: FlexInputError, pattern: re.Pattern, limit: int, star
 
 
 def _job(**fields: Any) -> FlexJob:
-    return FlexJob(conn_id="c", request={}, options={}, work_uri=f"file://{_TMP}/work", **fields)
+    spec = RequestSpec(model="m", prompt_template=fields.pop("prompt_template", None))
+    return FlexJob(conn_id="c", spec=spec, options=RunOptions(), work_uri=f"file://{_TMP}/work", **fields)
 
 
 # -- properties ----------------------------------------------------------------------------------
