@@ -101,3 +101,35 @@ def test_trigger_module_imports_no_sdk() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_on_kill_in_the_worker_path_cancels_outstanding_background_responses(airflow_db, emu, tmp_path: Path) -> None:
+    """deferrable=False: the task runs the job in the worker; killing it must cancel the background
+    responses too (before, only the trigger's on_kill did)."""
+    import threading
+    import time
+
+    emu.update(latency_s=30)
+    ti = SimpleNamespace(dag_id="d", run_id="r1", task_id="t", map_index=-1)
+    op = FlexLLMOperator(
+        task_id="t", conn_id=CONN_ID, model="gpt-5-mini", output_path=f"file://{tmp_path}", deferrable=False,
+        items=[f"doc {i}" for i in range(4)], submit_mode="background", poll_interval=0.2,
+    )
+    outcome: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            op.execute({"ti": ti, "ds": "2026-01-01", "params": {}})
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(ResultStore(tmp_path).load().pending) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    op.on_kill()  # Airflow calls it from another thread (or a signal handler) while execute runs
+    assert emu.stats()["background"]["cancelled"] == 4
+    worker.join(30)  # the cancelled responses end the run: the items fail, nothing hangs
+    assert outcome and outcome[0] is not None
