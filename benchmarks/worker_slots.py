@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/worker_slots.py --docs 20                 # quick check (~2 min)
     .venv/bin/python benchmarks/worker_slots.py                           # N=500, L=2 s, P=8, C=50
     .venv/bin/python benchmarks/worker_slots.py --backend sqlite          # metadata DB in SQLite instead
+    .venv/bin/python benchmarks/worker_slots.py --check --docs 5          # no cluster: parse the two DAGs (~5 s)
 
 One real Airflow 3.3 cluster (``tests/e2e/harness.py``: api-server, scheduler, dag-processor, one
 triggerer as separate processes, LocalExecutor with ``[core] parallelism = P``), one flex emulator
@@ -130,6 +131,44 @@ def write_documents(path: Path, n: int) -> None:
         for i in range(n):
             text = f"Document {i}: customer writes that invoice {i} was charged twice and asks for a refund."
             fh.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
+
+
+def write_dags(base: Path, n_docs: int, concurrency: int) -> Path:
+    """The N documents (``base/data/docs.jsonl``) and the two benchmark DAG files; returns the DAGs folder."""
+    docs = base / "data" / "docs.jsonl"
+    write_documents(docs, n_docs)
+    dags = base / "dags"
+    dags.mkdir()
+    fmt = {"model": MODEL, "instructions": INSTRUCTIONS}
+    (dags / "flex_bench_deferrable.py").write_text(
+        DAG_A_SOURCE.format(dag_id=DAG_A, input_path=docs.as_uri(), output_path=(base / "out").as_uri(),
+                            concurrency=concurrency, **fmt)
+    )
+    (dags / "flex_bench_mapped.py").write_text(
+        DAG_B_SOURCE.format(dag_id=DAG_B, input_file=str(docs), conn_id=OFFICIAL_CONN_ID, **fmt)
+    )
+    return dags
+
+
+def check_dags(base: Path, dags: Path) -> int:
+    """``--check``: parse both DAG files with Airflow's DagBag in a private AIRFLOW_HOME (no cluster,
+    no emulator) and print what each holds; 0 if both import without errors."""
+    os.environ["AIRFLOW_HOME"] = str(base / "home")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(dags))
+    for path, error in sorted(bag.import_errors.items()):
+        print(f"# check: import error in {path}: {error}", file=sys.stderr)
+    missing = sorted({DAG_A, DAG_B} - set(bag.dag_ids))
+    for dag_id in (DAG_A, DAG_B):
+        if dag_id in bag.dags:
+            dag = bag.dags[dag_id]
+            tasks = ", ".join(f"{t.task_id} ({type(t).__name__})" for t in dag.tasks)
+            print(f"# check: {dag_id} parses: {tasks}", flush=True)
+    ok = not bag.import_errors and not missing
+    print("# check: ok" if ok else f"# check: FAILED; DAGs missing: {', '.join(missing) or 'none'}", flush=True)
+    return 0 if ok else 1
 
 
 def tis_in_states(af: AirflowCluster, dag_id: str, run_id: str, states: list[str]) -> list[dict[str, Any]]:
@@ -312,7 +351,7 @@ def table(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=500, help="documents (N)")
     parser.add_argument("--latency", type=float, default=2.0, help="emulator mean flex latency, s (L)")
@@ -326,7 +365,16 @@ def main() -> int:
     parser.add_argument("--only", choices=("A", "B"), help="run one side only (debugging)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, outputs)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    args = parser.parse_args()
+    parser.add_argument("--check", action="store_true",
+                        help="no cluster, no run: write the documents and both DAG files, parse them, exit")
+    args = parser.parse_args(argv)
+
+    if args.check:
+        base = Path(tempfile.mkdtemp(prefix="flex-bench-slots-check-"))
+        try:
+            return check_dags(base, write_dags(base, args.docs, args.concurrency))
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
     backend = args.backend
     if backend == "auto":
@@ -335,18 +383,7 @@ def main() -> int:
         parser.error("PostgreSQL at 127.0.0.1:5432 is not reachable")
 
     base = Path(tempfile.mkdtemp(prefix="flex-bench-slots-"))
-    docs = base / "data" / "docs.jsonl"
-    write_documents(docs, args.docs)
-    dags = base / "dags"
-    dags.mkdir()
-    fmt = {"model": MODEL, "instructions": INSTRUCTIONS}
-    (dags / "flex_bench_deferrable.py").write_text(
-        DAG_A_SOURCE.format(dag_id=DAG_A, input_path=docs.as_uri(), output_path=(base / "out").as_uri(),
-                            concurrency=args.concurrency, **fmt)
-    )
-    (dags / "flex_bench_mapped.py").write_text(
-        DAG_B_SOURCE.format(dag_id=DAG_B, input_file=str(docs), conn_id=OFFICIAL_CONN_ID, **fmt)
-    )
+    dags = write_dags(base, args.docs, args.concurrency)
 
     print(f"# worker slots: N={args.docs}, L={args.latency} s (jitter {args.jitter:.0%}), "
           f"LocalExecutor parallelism P={args.parallelism}, FlexLLMOperator max_concurrency C={args.concurrency}, "
