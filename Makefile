@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast test-e2e test-distributed lint bench clean
+.PHONY: install demo test test-fast test-e2e test-distributed lint bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,15 @@ test-e2e: install
 test-distributed: install
 	$(PY) -m pytest -q -m distributed -p no:cacheprovider
 
+# The benchmarks at the sizes the README reports (throughput ~2 min, memory ~5 min). Extra arguments:
+#   make bench THROUGHPUT_ARGS="--n 200 --repeat 1" MEMORY_ARGS="--n 300"
 bench: install
-	$(PY) benchmarks/throughput.py
-	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/throughput.py $(THROUGHPUT_ARGS)
+	$(PY) benchmarks/memory.py $(MEMORY_ARGS)
+
+# Every benchmark script at a tiny size (~25 s; tests/benchmarks, marker "bench"); `make test` runs these too.
+bench-smoke: install
+	$(PY) -m pytest -q -m bench -p no:cacheprovider
 
 clean:
 	rm -rf .demo .pytest_cache .ruff_cache
