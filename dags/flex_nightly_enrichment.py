@@ -19,7 +19,7 @@ Without a key, point ``OPENAI_BASE_URL`` at the project's emulator (``python -m 
 **Settings** (an Airflow Variable wins over the environment variable, which wins over the default):
 
 - input: Variable ``flex_demo_input`` / env ``FLEX_DEMO_INPUT``; default: the bundled
-  ``data/support_tickets.jsonl`` (262 fictional tickets, rebuilt by ``data/make_support_tickets.py``).
+  ``data/support_tickets.jsonl`` (262 fictional tickets, rebuilt by ``scripts/make_support_tickets.py``).
 - output root: Variable ``flex_output_root`` / env ``FLEX_DEMO_OUTPUT_ROOT``; default
   ``file:///tmp/flex_provider_results``. Any ObjectStoragePath URI works (``s3://...`` needs the
   Amazon provider). Results land in ``<root>/nightly/<YYYY-MM-DD>``.
