@@ -5,7 +5,7 @@
 
 Writes a JSON Lines file of N synthetic support tickets (~600 bytes of text each) to a temp dir,
 then runs the real job path: ``FlexJob(input_uri="file://...", work_uri="file://...")`` through
-``execute_job`` (the function the trigger and the non-deferrable operator call), so items are streamed
+``run_job`` (the function the trigger and the non-deferrable operator call), so items are streamed
 by ``FlexJob.iter_items()`` through ``ObjectStoragePath`` and rendered with a Jinja ``prompt_template``,
 and results go to part files through ``ResultStore(ObjectStoragePath)``. The client is built like the
 trigger builds it (``FlexHook.build_client(..., max_connections=C+16)``), against the emulator run as a
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import RssSampler, machine_line, maxrss_mb, rss_mb, run_emulator
 
-from flex_provider.engine.config import RequestSpec, RunOptions, to_dict
+from flex_provider.engine.config import RequestSpec, RunOptions
 from flex_provider.hooks.flex import ClientSettings, FlexHook
-from flex_provider.utils.job import FlexJob, execute_job
+from flex_provider.job import FlexJob, run_job
 
 API_KEY = "sk-bench-not-a-real-key"
 TEMPLATE = (
@@ -110,16 +110,13 @@ def write_tickets(path: Path, n: int, text_bytes: int = 600, seed: int = 7) -> i
     return path.stat().st_size
 
 
-async def run_job(job: FlexJob, base_url: str, c: int, holder: dict) -> dict:
-    async def client_factory():
-        return FlexHook.build_client(ClientSettings(API_KEY, base_url), max_connections=c + 16), (API_KEY,)
-
+async def run_bench_job(job: FlexJob, base_url: str, holder: dict) -> dict:
     def on_engine(engine) -> None:
-        if engine is not None:
-            holder["engine"] = engine
+        holder["engine"] = engine
 
     logger = logging.getLogger("flex_provider.bench")
-    return await execute_job(job, client_factory, logger, on_engine=on_engine)
+    event = await run_job(job, logger, settings=ClientSettings(API_KEY, base_url), on_engine=on_engine)
+    return event.to_payload()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             items_file = text_file
         job = FlexJob(
             conn_id="flex_bench",
-            request=to_dict(RequestSpec(model=args.model)),
-            options=to_dict(RunOptions(max_concurrency=args.concurrency)),
+            spec=RequestSpec(model=args.model, prompt_template=None if args.no_template else TEMPLATE),
+            options=RunOptions(max_concurrency=args.concurrency),
             work_uri=f"file://{tmp_path / 'out'}",
             output_uri=f"file://{tmp_path / 'out'}",
             input_uri=f"file://{items_file}",
             input_label="input_path",
-            prompt_template=None if args.no_template else TEMPLATE,
             total=args.n,
         )
         # Background responses are not used here; forget stored responses quickly so the emulator
@@ -191,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             with RssSampler(period=args.period, progress=progress) as sampler:
 
                 async def main_coro():
-                    task = asyncio.ensure_future(run_job(job, emu.base_url, args.concurrency, holder))
+                    task = asyncio.ensure_future(run_bench_job(job, emu.base_url, holder))
                     deadline = time.perf_counter() + args.max_seconds
                     while not task.done():
                         await asyncio.wait({task}, timeout=1.0)
