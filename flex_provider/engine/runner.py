@@ -21,13 +21,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import openai
 from tenacity import RetryCallState
 
 from flex_provider.engine.attempt import ItemAttempt
-from flex_provider.engine.background import BackgroundPoller, ResponseGone
+from flex_provider.engine.background import BackgroundFailed, BackgroundPoller, BackgroundSubmitter, PendingEntry
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
 from flex_provider.engine.config import RequestSpec, RunOptions
@@ -52,6 +52,9 @@ from flex_provider.engine.usage import Usage
 
 log = logging.getLogger("flex_provider.engine")
 
+T = TypeVar("T")
+_Queue = asyncio.Queue[tuple[WorkItem, str] | None]  # (item, prompt_hash), then one None per worker
+
 _FEED_CHUNK = 256
 
 # Every way one item can end in failure without the run being broken; anything else is a bug of
@@ -62,15 +65,6 @@ _ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, WaitToo
 def prompt_hash(prompt: str) -> str:
     """What was sent, in 16 hex characters: on resume a changed prompt is sent again."""
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
-
-
-class BackgroundFailed(RuntimeError):
-    """A background response ended ``failed``/``incomplete``/``cancelled`` on the server."""
-
-    def __init__(self, status: str, message: str, retryable: bool) -> None:
-        super().__init__(f"background response {status}: {message}")
-        self.status = status
-        self.retryable = retryable
 
 
 async def _finish_even_if_cancelled(write: Awaitable[None]) -> None:
@@ -118,12 +112,21 @@ class FlexEngine:
         self.limiter = AdaptiveLimiter(options.max_concurrency, max_pause_s=options.retry.max_retry_after_s)
         self.health = RunHealth(endpoint, secrets=secrets, connect_grace_s=connect_grace_s)
         self.counters = RunCounters()
-        self.poller = BackgroundPoller(client, options.poll_interval_s) if options.submit_mode == "background" else None
+        self.background = (
+            BackgroundSubmitter(
+                BackgroundPoller(client, options.poll_interval_s),
+                self.calls,
+                self.counters,
+                create=self._create_background,
+                write_pending=self._write_pending,
+                max_attempts=options.retry.max_attempts,
+                secrets=secrets,
+            )
+            if options.submit_mode == "background"
+            else None
+        )
         self._buffer: list[dict[str, Any]] = []
-        self._pending_buffer: list[dict[str, Any]] = []
         self._flush_lock = asyncio.Lock()
-        self._pending_lock = asyncio.Lock()
-        self._known_pending: dict[str, dict[str, Any]] = {}
         self._dirty_progress = False
         self._finished = asyncio.Event()
         # XCom mode: stop sending once the finished records would not fit in XCom anyway.
@@ -158,7 +161,8 @@ class FlexEngine:
         started = time.monotonic()
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load)
-        self._known_pending = dict(state.pending)
+        if self.background is not None:
+            self.background.adopt(cast("dict[str, PendingEntry]", state.pending))  # validated by store.load
         finished = state.final_prompts  # id -> hash of the prompt its final record answered
         self._result_bytes = state.final_bytes
         self.log.info(
@@ -183,8 +187,8 @@ class FlexEngine:
             await asyncio.shield(self._flush(force=True))
             raise
         finally:
-            if self.poller is not None:
-                await self.poller.close()
+            if self.background is not None:
+                await self.background.close()
         await self._flush(force=True)
         self.log.info(self.counters.line(total))
         return await asyncio.to_thread(self._finalize, started)
@@ -209,7 +213,7 @@ class FlexEngine:
         )
 
     async def _run_workers(self, items: Iterable[WorkItem], finished: dict[str, str | None], total: int | None) -> None:
-        queue: asyncio.Queue[tuple[WorkItem, str] | None] = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
+        queue: _Queue = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
         try:
             async with asyncio.TaskGroup() as group:
                 feeder = group.create_task(self._feed(items, finished, queue), name="flex-feeder")
@@ -242,7 +246,7 @@ class FlexEngine:
         return {"model": self.spec.model, "api": self.spec.api, "service_tier": self.spec.service_tier}
 
     # -- feeding ---------------------------------------------------------------------------
-    async def _feed(self, items: Iterable[WorkItem], finished: dict[str, str | None], queue: asyncio.Queue) -> None:
+    async def _feed(self, items: Iterable[WorkItem], finished: dict[str, str | None], queue: _Queue) -> None:
         iterator: Iterator[WorkItem] = iter(items)
 
         def next_chunk() -> list[tuple[WorkItem, str]]:  # in a thread: storage reads, rendering, hashing
@@ -269,7 +273,7 @@ class FlexEngine:
                     self.counters.prompt_changed += 1  # same id, another prompt: the old answer is stale
                 await queue.put(entry)
 
-    async def _worker(self, queue: asyncio.Queue) -> None:
+    async def _worker(self, queue: _Queue) -> None:
         while (entry := await queue.get()) is not None:
             if self._stop_reason is not None:
                 continue  # drain: the feeder is stopping too
@@ -307,16 +311,16 @@ class FlexEngine:
             try:
                 reply = await self._on_tier(attempt)
             except Exception as exc:
-                verdict = classify(exc)
+                why = classify(exc)
                 if not (
-                    verdict is Verdict.UNAVAILABLE
+                    why is Verdict.UNAVAILABLE
                     and self.options.on_unavailable == "fallback"
                     and attempt.requested_tier != self.options.fallback_tier
                 ):
                     raise
                 self.counters.fallbacks += 1
                 self._dirty_progress = True
-                attempt.fall_back(self.options.fallback_tier, verdict)
+                attempt.fall_back(self.options.fallback_tier, why)
                 reply = await self._on_tier(attempt)
         except asyncio.CancelledError:
             raise
@@ -338,15 +342,17 @@ class FlexEngine:
         return self._success(attempt, reply)
 
     async def _on_tier(self, attempt: ItemAttempt) -> Reply:
-        if self.poller is None:
+        if self.background is None:
             return await self._with_retries(
                 lambda: self.calls.send(self.client, attempt.item.prompt, attempt.requested_tier),
                 attempt,
                 retry_unavailable=self.options.on_unavailable != "fail",
             )
-        return await self._background(attempt)
+        return await self.background.answer(attempt)
 
-    async def _with_retries(self, call: Callable[[], Any], attempt: ItemAttempt, *, retry_unavailable: bool) -> Any:
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[T]], attempt: ItemAttempt, *, retry_unavailable: bool
+    ) -> T:
         retrying = item_retrying(
             self.options.retry, retry_unavailable=retry_unavailable, before_sleep=self._before_sleep
         )
@@ -401,68 +407,18 @@ class FlexEngine:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             self.log.debug("retrying after %s (attempt %d)", type(exc).__name__, retry_state.attempt_number)
 
-    # -- background mode ---------------------------------------------------------------------
-    async def _background(self, attempt: ItemAttempt) -> Reply:
-        """Create (or re-attach to) a background response and wait for it through the poller.
+    # -- background mode: the loop is BackgroundSubmitter's; retries and storage stay here ----------
+    async def _create_background(self, attempt: ItemAttempt) -> str:
+        """Create a background response for ``attempt`` within its retry budget; returns its id."""
+        return await self._with_retries(
+            lambda: self.calls.create_background(self.client, attempt.item.prompt, attempt.requested_tier),
+            attempt,
+            retry_unavailable=self.options.on_unavailable != "fail",
+        )
 
-        The response id is made durable *before* waiting, so a restarted trigger polls it instead
-        of paying for the item again. A vanished id (expired) or a failed response is created anew,
-        within the same retry budget."""
-        assert self.poller is not None
-        item, sent_hash, tier = attempt.item, attempt.prompt_hash, attempt.requested_tier
-        entry = self._known_pending.pop(item.id, None)
-        # Re-attach only to a response for this very prompt (entries of older versions carry no hash).
-        if entry is not None and entry.get("tier") == tier and entry.get("prompt_hash") in (None, sent_hash):
-            self.counters.background_reattached += 1
-            response_id = entry["response_id"]
-        else:
-            response_id = None
-        for _ in range(self.options.retry.max_attempts):
-            if response_id is None:
-                response_id = await self._with_retries(
-                    lambda: self.calls.create_background(self.client, item.prompt, tier),
-                    attempt,
-                    retry_unavailable=self.options.on_unavailable != "fail",
-                )
-                self.counters.background_created += 1
-                await self._checkpoint_pending(
-                    {"id": item.id, "response_id": response_id, "tier": tier, "prompt_hash": sent_hash}
-                )
-            try:
-                response = await self.poller.wait(response_id)
-            except ResponseGone:
-                response_id = None
-                continue
-            if response.status == "completed":
-                return self.calls.read_response(response)
-            error = getattr(response, "error", None)
-            message = (
-                getattr(error, "message", None)
-                or getattr(getattr(response, "incomplete_details", None), "reason", None)
-                or response.status
-            )
-            code = getattr(error, "code", None)
-            if response.status == "failed" and code in (
-                None,
-                "server_error",
-                "resource_unavailable",
-                "rate_limit_exceeded",
-            ):
-                self.counters.transient_errors += 1
-                response_id = None
-                continue
-            raise BackgroundFailed(response.status, redact(str(message), self.secrets), retryable=False)
-        raise BackgroundFailed("failed", "retry budget exhausted on failed background responses", retryable=True)
-
-    async def _checkpoint_pending(self, entry: dict[str, Any]) -> None:
-        """Group commit: every worker that created a response in the same moment shares one write,
-        and none proceeds to wait before its id is on storage."""
-        self._pending_buffer.append(entry)
-        async with self._pending_lock:
-            if entry not in self._pending_buffer:
-                return  # written by the batch just before ours
-            batch, self._pending_buffer = self._pending_buffer, []
-            await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, batch))
+    async def _write_pending(self, batch: list[PendingEntry]) -> None:
+        entries = cast("list[dict[str, Any]]", batch)  # ResultStore takes plain dicts
+        await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, entries))
 
     # -- records -----------------------------------------------------------------------------
     def _success(self, attempt: ItemAttempt, reply: Reply) -> dict[str, Any]:
