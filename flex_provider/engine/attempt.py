@@ -7,10 +7,16 @@ method to method. It lives only while its item is in flight: one small slotted o
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from flex_provider.engine.errors import Verdict
 from flex_provider.engine.items import WorkItem
+
+
+def prompt_hash(prompt: str) -> str:
+    """What was sent, in 16 hex characters: on resume a changed prompt is sent again."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(slots=True, eq=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 import openai
 
@@ -30,13 +30,19 @@ TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
 RECREATE_CODES = (None, "server_error", "resource_unavailable", "rate_limit_exceeded")
 
 
-class PendingEntry(TypedDict):
-    """One line of ``_pending/``: a background response created for an item, not yet answered."""
-
+class _PendingBase(TypedDict):
     id: str  # the item's id
     response_id: str
     tier: str
-    prompt_hash: NotRequired[str | None]  # absent in entries written by versions before prompt hashes
+
+
+class PendingEntry(_PendingBase, total=False):
+    """One line of ``_pending/``: a background response created for an item, not yet answered.
+    Written as id, response_id, tier, prompt_hash; ``prompt_hash`` is absent in entries written
+    before prompt hashes existed (optional by ``total=False``: ``NotRequired`` is invisible at runtime
+    under postponed annotations)."""
+
+    prompt_hash: str | None
 
 
 class BackgroundFailed(RuntimeError):

@@ -7,6 +7,11 @@ Shape of a run: a feeder reads items in chunks in a thread (storage I/O and Jinj
 the event loop) into a small queue; ``max_concurrency`` workers take items one at a time, so memory
 does not grow with the number of items; finished records are buffered and written as whole part
 files every ``flush_every`` records or ``flush_interval_s`` seconds; the manifest comes last.
+
+This module is the orchestration only. Per item, an :class:`~flex_provider.engine.attempt.ItemAttempt`
+carries the tier asked and the requests sent; background mode's submit/re-attach loop is
+:class:`~flex_provider.engine.background.BackgroundSubmitter`; records and the summary are built in
+:mod:`flex_provider.engine.records`. Retries, health and storage stay here, where the run's state is.
 """
 
 from __future__ import annotations
@@ -20,13 +25,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import openai
 from tenacity import RetryCallState
 
-from flex_provider.engine.attempt import ItemAttempt
+from flex_provider.engine.attempt import ItemAttempt, prompt_hash
 from flex_provider.engine.background import BackgroundFailed, BackgroundPoller, BackgroundSubmitter, PendingEntry
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
@@ -44,11 +48,11 @@ from flex_provider.engine.errors import (
 from flex_provider.engine.health import RunHealth
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.lease import FolderLease
-from flex_provider.engine.pricing import CostTally, PriceTable
+from flex_provider.engine.pricing import PriceTable
 from flex_provider.engine.progress import RunCounters
+from flex_provider.engine.records import Recorder, ResultBytes, ResultRecord, run_header, summarize_records
 from flex_provider.engine.retry import item_retrying, rate_limit_too_long, server_wait_hint
 from flex_provider.engine.store import ResultStore
-from flex_provider.engine.usage import Usage
 
 log = logging.getLogger("flex_provider.engine")
 
@@ -59,12 +63,14 @@ _FEED_CHUNK = 256
 
 # Every way one item can end in failure without the run being broken; anything else is a bug of
 # ours, which must stop the run loudly instead of marking thousands of items failed.
-_ITEM_ERRORS = (openai.OpenAIError, OutputValidationError, TimeoutError, WaitTooLong, *MALFORMED_ERRORS)
-
-
-def prompt_hash(prompt: str) -> str:
-    """What was sent, in 16 hex characters: on resume a changed prompt is sent again."""
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+_ITEM_ERRORS = (
+    openai.OpenAIError,
+    OutputValidationError,
+    TimeoutError,
+    WaitTooLong,
+    BackgroundFailed,
+    *MALFORMED_ERRORS,
+)
 
 
 async def _finish_even_if_cancelled(write: Awaitable[None]) -> None:
@@ -78,11 +84,10 @@ async def _finish_even_if_cancelled(write: Awaitable[None]) -> None:
         raise
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 class FlexEngine:
+    """One run over one output folder: feeds items to workers, sends each (retried, bounded by the
+    adaptive limiter), checkpoints the records, and stops the whole run only for run-wide causes."""
+
     def __init__(
         self,
         client: Any,
@@ -112,6 +117,7 @@ class FlexEngine:
         self.limiter = AdaptiveLimiter(options.max_concurrency, max_pause_s=options.retry.max_retry_after_s)
         self.health = RunHealth(endpoint, secrets=secrets, connect_grace_s=connect_grace_s)
         self.counters = RunCounters()
+        self.records = Recorder(self.counters, self.prices, spec.model, secrets)
         self.background = (
             BackgroundSubmitter(
                 BackgroundPoller(client, options.poll_interval_s),
@@ -125,13 +131,11 @@ class FlexEngine:
             if options.submit_mode == "background"
             else None
         )
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[ResultRecord] = []
         self._flush_lock = asyncio.Lock()
         self._dirty_progress = False
         self._finished = asyncio.Event()
-        # XCom mode: stop sending once the finished records would not fit in XCom anyway.
-        self._max_result_bytes = options.max_result_bytes
-        self._result_bytes = 0
+        self._result_bytes = ResultBytes(options.max_result_bytes)  # XCom mode only
         self._stop_reason: str | None = None  # "result_bytes" or "lease": finish in-flight items, send no more
         self._lease = FolderLease(
             store.root,
@@ -164,7 +168,7 @@ class FlexEngine:
         if self.background is not None:
             self.background.adopt(cast("dict[str, PendingEntry]", state.pending))  # validated by store.load
         finished = state.final_prompts  # id -> hash of the prompt its final record answered
-        self._result_bytes = state.final_bytes
+        self._result_bytes.used = state.final_bytes
         self.log.info(
             "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
             "%d background response(s) to re-attach, model=%s tier=%s concurrency=%d mode=%s",
@@ -177,7 +181,7 @@ class FlexEngine:
             self.options.submit_mode,
         )
         try:
-            if self._over_result_limit():
+            if self._result_bytes.over:
                 self._stop("result_bytes")
             else:
                 await self._run_workers(items, finished, total)
@@ -193,9 +197,6 @@ class FlexEngine:
         self.log.info(self.counters.line(total))
         return await asyncio.to_thread(self._finalize, started)
 
-    def _over_result_limit(self) -> bool:
-        return self._max_result_bytes is not None and self._result_bytes > self._max_result_bytes
-
     def _stopped_error(self) -> FlexRunAborted:
         if self._stop_reason == "lease":
             return FlexRunAborted(
@@ -205,11 +206,11 @@ class FlexEngine:
                 {"type": "LeaseLost"},
             )
         return FlexRunAborted(
-            f"flex run stopped sending: the finished records already take {self._result_bytes} bytes, over the "
-            f"XCom limit of {self._max_result_bytes} bytes (xcom_max_bytes), so a bigger run could only be refused "
+            f"flex run stopped sending: the finished records already take {self._result_bytes.used} bytes, over the "
+            f"XCom limit of {self._result_bytes.limit} bytes (xcom_max_bytes), so a bigger run could only be refused "
             "after paying for it. Set output_path (e.g. 's3://bucket/folder/') to write results to object storage; "
             "pointing output_path at the folder named below reuses every answer already paid for.",
-            {"type": "ResultsTooLarge", "result_bytes": self._result_bytes},
+            {"type": "ResultsTooLarge", "result_bytes": self._result_bytes.used},
         )
 
     async def _run_workers(self, items: Iterable[WorkItem], finished: dict[str, str | None], total: int | None) -> None:
@@ -283,12 +284,8 @@ class FlexEngine:
             finally:
                 self.counters.in_flight -= 1
             self._buffer.append(record)
-            if self._max_result_bytes is not None:
-                self._result_bytes += len(
-                    json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "replace")
-                )
-                if self._over_result_limit():
-                    self._stop("result_bytes")
+            if self._result_bytes.add(record):
+                self._stop("result_bytes")
             if len(self._buffer) >= self.options.flush_every:
                 await self._flush()
 
@@ -305,7 +302,7 @@ class FlexEngine:
                 next_report = time.monotonic() + self.options.progress_interval_s
 
     # -- one item ----------------------------------------------------------------------------
-    async def _process(self, item: WorkItem, sent_hash: str) -> dict[str, Any]:
+    async def _process(self, item: WorkItem, sent_hash: str) -> ResultRecord:
         attempt = ItemAttempt(item, sent_hash, self.spec.service_tier)
         try:
             try:
@@ -324,7 +321,7 @@ class FlexEngine:
                 reply = await self._on_tier(attempt)
         except asyncio.CancelledError:
             raise
-        except (*_ITEM_ERRORS, BackgroundFailed) as exc:
+        except _ITEM_ERRORS as exc:
             # Only answers (or silences) of the API make an item fail; a bug of ours must stop the run.
             verdict = classify(exc) if not isinstance(exc, BackgroundFailed) else None
             if verdict is Verdict.FATAL:
@@ -337,9 +334,9 @@ class FlexEngine:
                 ) from None
             if verdict is Verdict.ITEM_FAILED:
                 self.health.on_item_failed(exc)  # the same refusal for item after item stops the run
-            return self._failure(attempt, exc)
+            return self.records.failure(attempt, exc)
         self.health.on_item_succeeded()
-        return self._success(attempt, reply)
+        return self.records.success(attempt, reply)
 
     async def _on_tier(self, attempt: ItemAttempt) -> Reply:
         if self.background is None:
@@ -420,68 +417,6 @@ class FlexEngine:
         entries = cast("list[dict[str, Any]]", batch)  # ResultStore takes plain dicts
         await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, entries))
 
-    # -- records -----------------------------------------------------------------------------
-    def _success(self, attempt: ItemAttempt, reply: Reply) -> dict[str, Any]:
-        item, sent_hash, attempts, fell_back = attempt.item, attempt.prompt_hash, attempt.attempts, attempt.fell_back
-        asked = self.spec.service_tier
-        self.counters.succeeded += 1
-        model = reply.model or self.spec.model  # priced and recorded as the server says it answered
-        self._account(reply.usage, reply.service_tier, model)
-        return {
-            "id": item.id,
-            "index": item.index,
-            "status": "succeeded",
-            "output": reply.output,
-            "service_tier": reply.service_tier,
-            "requested_tier": self.options.fallback_tier if fell_back else asked,
-            "fallback": fell_back,
-            "model": model,
-            "usage": reply.usage.as_dict(),
-            "attempts": attempts,
-            "error": None,
-            "response_id": reply.response_id,
-            "prompt_hash": sent_hash,
-            "finished_at": _now(),
-        }
-
-    def _failure(self, attempt: ItemAttempt, exc: BaseException) -> dict[str, Any]:
-        item, sent_hash, attempts, fell_back = attempt.item, attempt.prompt_hash, attempt.attempts, attempt.fell_back
-        self.counters.failed += 1
-        info = error_info(exc, self.secrets)
-        if isinstance(exc, BackgroundFailed):
-            info["retryable"] = exc.retryable
-        else:
-            # Budget exhausted on a retryable error: a later run (task retry, re-run) may succeed.
-            info["retryable"] = isinstance(exc, WaitTooLong) or classify(exc) in (
-                Verdict.UNAVAILABLE,
-                Verdict.RATE_LIMITED,
-                Verdict.TRANSIENT,
-            )
-        usage = getattr(exc, "usage", None) or Usage()
-        tier = getattr(exc, "service_tier", None)
-        model = getattr(exc, "model", None) or self.spec.model
-        self._account(usage, tier, model)
-        return {
-            "id": item.id,
-            "index": item.index,
-            "status": "failed",
-            "output": None,
-            "service_tier": tier,
-            "requested_tier": self.options.fallback_tier if fell_back else self.spec.service_tier,
-            "fallback": fell_back,
-            "model": model,
-            "usage": usage.as_dict(),
-            "attempts": attempts,
-            "error": info,
-            "response_id": None,
-            "prompt_hash": sent_hash,
-            "finished_at": _now(),
-        }
-
-    def _account(self, usage: Usage, tier: str | None, model: str) -> None:
-        self.counters.usage.add(usage)
-        self.counters.cost.add(self.prices, model, tier, usage)
-
     async def _flush(self, force: bool = False) -> None:
         if not self._buffer and not (force or self._dirty_progress):
             return
@@ -491,62 +426,24 @@ class FlexEngine:
             self._dirty_progress = False
             await _finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, counters))
 
-    def _write_checkpoint(self, batch: list[dict[str, Any]], counters: dict[str, Any]) -> None:
+    def _write_checkpoint(self, batch: list[ResultRecord], counters: dict[str, Any]) -> None:
         if batch:
-            self.store.write_part(batch)
+            self.store.write_part(cast("list[dict[str, Any]]", batch))  # ResultStore takes plain dicts
         self.store.write_progress(counters)
 
     # -- the end -------------------------------------------------------------------------------
     def _finalize(self, started: float) -> dict[str, Any]:
-        totals = {name: 0 for name in RunCounters.PERSISTED}
-        for session in self.store.load_progress():
-            for name in totals:
-                totals[name] += int(session.get(name, 0))
-        summary: dict[str, Any] = {
-            "status": "success",
-            "requests": totals["requests"],
-            "unavailable": totals["unavailable"],
-            "rate_limited": totals["rate_limited"],
-            "transient_errors": totals["transient_errors"],
-            "malformed_answers": totals["malformed"],
-            "fallbacks": totals["fallbacks"],
-            "this_run": {
-                "requests": self.counters.requests,
-                "resumed": self.counters.resumed,
-                "processed": self.counters.succeeded + self.counters.failed,
-                "duplicates_in_input": self.counters.duplicates,
-                "prompt_changed": self.counters.prompt_changed,
-                "background_reattached": self.counters.background_reattached,
-            },
-            "model": self.spec.model,
-            "service_tier": self.spec.service_tier,
-            "output_path": self.output_uri,
-            "duration_s": round(time.monotonic() - started, 3),
-            "finished_at": _now(),
-        }
-        return self.store.finalize(summary, self._summarize_records)
+        """Compact the parts and write the manifest: counters of every session, totals of every record."""
+        header = run_header(
+            self.store.load_progress(),
+            self.counters,
+            model=self.spec.model,
+            service_tier=self.spec.service_tier,
+            output_path=self.output_uri,
+            duration_s=round(time.monotonic() - started, 3),
+        )
 
-    def _summarize_records(self, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        """Totals over the final records on storage: this run's and earlier sessions' alike."""
-        succeeded = failed = 0
-        usage = Usage()
-        cost = CostTally()
-        failed_ids: list[str] = []
-        for record in records:
-            if record.get("status") == "succeeded":
-                succeeded += 1
-            else:
-                failed += 1
-                if len(failed_ids) < 20:
-                    failed_ids.append(record.get("id"))
-            record_usage = Usage.from_dict(record.get("usage"))
-            usage.add(record_usage)
-            cost.add(self.prices, record.get("model") or self.spec.model, record.get("service_tier"), record_usage)
-        return {
-            "total": succeeded + failed,
-            "succeeded": succeeded,
-            "failed": failed,
-            "failed_ids": failed_ids,
-            "usage": usage.as_dict(),
-            "cost_usd": cost.as_dict(),
-        }
+        def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:  # during the compaction pass
+            return cast("dict[str, Any]", summarize_records(records, self.prices, self.spec.model))
+
+        return self.store.finalize(cast("dict[str, Any]", header), summarize)  # ResultStore takes plain dicts

@@ -1,0 +1,266 @@
+"""records.py: the record and summary shapes (a contract read by the operator, DAGs, demo and README)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from flex_provider.engine.attempt import ItemAttempt
+from flex_provider.engine.background import BackgroundFailed
+from flex_provider.engine.calls import Reply
+from flex_provider.engine.errors import OutputValidationError, Verdict, WaitTooLong
+from flex_provider.engine.items import WorkItem
+from flex_provider.engine.pricing import PriceTable
+from flex_provider.engine.progress import RunCounters
+from flex_provider.engine.records import (
+    ErrorInfo,
+    Recorder,
+    RecordTotals,
+    ResultRecord,
+    RunHeader,
+    RunSummary,
+    ThisRun,
+    build_record,
+    failure_info,
+    run_header,
+    summarize_records,
+)
+from flex_provider.engine.usage import Usage
+
+# The order the README shows and every earlier version wrote: part files stay byte-for-byte the same.
+RECORD_KEYS = [
+    "id",
+    "index",
+    "status",
+    "output",
+    "service_tier",
+    "requested_tier",
+    "fallback",
+    "model",
+    "usage",
+    "attempts",
+    "error",
+    "response_id",
+    "prompt_hash",
+    "finished_at",
+]
+HEADER_KEYS = [
+    "status",
+    "requests",
+    "unavailable",
+    "rate_limited",
+    "transient_errors",
+    "malformed_answers",
+    "fallbacks",
+    "this_run",
+    "model",
+    "service_tier",
+    "output_path",
+    "duration_s",
+    "finished_at",
+]
+THIS_RUN_KEYS = ["requests", "resumed", "processed", "duplicates_in_input", "prompt_changed", "background_reattached"]
+TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "usage", "cost_usd"]
+KEY = "sk-test-records-0123456789abcdef"
+
+
+def attempt(tier: str = "flex", attempts: int = 1) -> ItemAttempt:
+    a = ItemAttempt(WorkItem("t-1", "the prompt", index=4), "3f9a0c1b2d4e5f60", tier)
+    a.attempts = attempts
+    return a
+
+
+def recorder() -> Recorder:
+    return Recorder(RunCounters(), PriceTable(), "gpt-5-mini", secrets=(KEY,))
+
+
+def test_typed_dicts_name_exactly_the_keys_the_builders_write():
+    assert list(ResultRecord.__annotations__) == RECORD_KEYS
+    assert list(RunHeader.__annotations__) == HEADER_KEYS
+    assert list(ThisRun.__annotations__) == THIS_RUN_KEYS
+    assert list(RecordTotals.__annotations__) == TOTALS_KEYS
+    assert set(RunSummary.__annotations__) == {*HEADER_KEYS, *TOTALS_KEYS, "parts"}
+    assert ErrorInfo.__required_keys__ == {"type", "message", "retryable"}
+    assert ErrorInfo.__optional_keys__ == {"status_code", "code", "request_id"}
+
+
+def test_success_and_failure_come_from_the_one_builder_status_follows_error():
+    ok = build_record(attempt(), output="x", service_tier="flex", model="m", usage=Usage(), error=None, response_id="r")
+    error: ErrorInfo = {"type": "TimeoutError", "message": "TimeoutError", "retryable": True}
+    bad = build_record(
+        attempt(), output=None, service_tier=None, model="m", usage=Usage(), error=error, response_id=None
+    )
+    assert list(ok) == list(bad) == RECORD_KEYS
+    assert (ok["status"], bad["status"]) == ("succeeded", "failed")
+    assert bad["error"] is error
+
+
+def test_a_success_record_has_every_key_in_order_and_the_served_model_and_tier():
+    reply = Reply({"category": "billing"}, "flex", Usage(412, 0, 151, 64), "resp_1", "gpt-5-mini-2025-08-07")
+    record = recorder().success(attempt(attempts=2), reply)
+
+    assert list(record) == RECORD_KEYS
+    assert {k: v for k, v in record.items() if k != "finished_at"} == {
+        "id": "t-1",
+        "index": 4,
+        "status": "succeeded",
+        "output": {"category": "billing"},
+        "service_tier": "flex",
+        "requested_tier": "flex",
+        "fallback": False,
+        "model": "gpt-5-mini-2025-08-07",
+        "usage": {"input": 412, "cached": 0, "output": 151, "reasoning": 64},
+        "attempts": 2,
+        "error": None,
+        "response_id": "resp_1",
+        "prompt_hash": "3f9a0c1b2d4e5f60",
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", record["finished_at"])
+
+
+def test_a_success_without_a_model_in_the_answer_is_recorded_as_the_spec_model():
+    record = recorder().success(attempt(), Reply("text", None, Usage(), None))
+    assert record["model"] == "gpt-5-mini" and record["service_tier"] is None and record["response_id"] is None
+
+
+def test_a_fallen_back_record_names_the_fallback_tier_it_asked_for():
+    a = attempt(attempts=3)
+    a.fall_back("default", Verdict.UNAVAILABLE)
+    a.attempts += 1
+    record = recorder().success(a, Reply("text", "default", Usage(), "resp_2", "m"))
+    assert (record["requested_tier"], record["fallback"], record["attempts"]) == ("default", True, 4)
+
+
+def test_a_failure_record_has_the_same_keys_and_a_redacted_error(api_error):
+    exc = api_error(400, code="invalid_prompt", message=f"bad input near {KEY}", request_id="req_9")
+    record = recorder().failure(attempt(), exc)
+
+    assert list(record) == RECORD_KEYS
+    assert {k: v for k, v in record.items() if k != "finished_at"} == {
+        "id": "t-1",
+        "index": 4,
+        "status": "failed",
+        "output": None,
+        "service_tier": None,
+        "requested_tier": "flex",
+        "fallback": False,
+        "model": "gpt-5-mini",
+        "usage": {"input": 0, "cached": 0, "output": 0, "reasoning": 0},
+        "attempts": 1,
+        "error": {
+            "type": "BadRequestError",
+            "status_code": 400,
+            "code": "invalid_prompt",
+            "message": "bad input near ***",
+            "request_id": "req_9",
+            "retryable": False,
+        },
+        "response_id": None,
+        "prompt_hash": "3f9a0c1b2d4e5f60",
+    }
+    assert list(record["error"] or {}) == ["type", "status_code", "code", "message", "request_id", "retryable"]
+
+
+def test_a_billed_failure_records_and_counts_what_the_answer_cost():
+    exc = OutputValidationError("output is not valid JSON")
+    exc.usage, exc.service_tier, exc.model = Usage(input=10, output=5), "flex", "gpt-5-mini-2025-08-07"
+    rec = recorder()
+    record = rec.failure(attempt(), exc)
+
+    assert record["usage"] == {"input": 10, "cached": 0, "output": 5, "reasoning": 0}
+    assert (record["service_tier"], record["model"]) == ("flex", "gpt-5-mini-2025-08-07")
+    assert record["error"] == {
+        "type": "OutputValidationError",
+        "message": "output is not valid JSON",
+        "retryable": False,
+    }
+    assert rec.counters.failed == 1 and rec.counters.usage == Usage(input=10, output=5)
+    assert rec.counters.cost.actual > 0
+
+
+def test_the_recorder_counts_each_outcome_once():
+    rec = recorder()
+    rec.success(attempt(), Reply("a", "flex", Usage(input=100, output=10), "r1", "gpt-5-mini"))
+    rec.success(attempt(), Reply("b", "flex", Usage(input=100, output=10), "r2", "gpt-5-mini"))
+    rec.failure(attempt(), TimeoutError())
+    assert (rec.counters.succeeded, rec.counters.failed) == (2, 1)
+    assert rec.counters.usage == Usage(input=200, output=20)
+
+
+@pytest.mark.parametrize(
+    ("make", "retryable"),
+    [
+        (lambda e: e(429, code="resource_unavailable"), True),
+        (lambda e: e(429, code="rate_limit_exceeded"), True),
+        (lambda e: e(503), True),
+        (lambda e: TimeoutError(), True),
+        (lambda e: WaitTooLong("resets in 24h"), True),
+        (lambda e: BackgroundFailed("failed", "budget", retryable=True), True),
+        (lambda e: BackgroundFailed("incomplete", "max_output_tokens", retryable=False), False),
+        (lambda e: e(400), False),
+        (lambda e: e(404), False),
+        (lambda e: OutputValidationError("no"), False),
+    ],
+)
+def test_failure_info_says_whether_a_later_run_may_succeed(api_error, make, retryable):
+    info = failure_info(make(api_error))
+    assert info["retryable"] is retryable
+    assert list(info)[-1] == "retryable"
+
+
+def test_run_header_sums_every_sessions_progress_and_reports_this_run():
+    counters = RunCounters(requests=7, succeeded=4, failed=1, resumed=3, duplicates=2, prompt_changed=1)
+    counters.background_reattached = 5
+    sessions = [
+        {"requests": 10, "unavailable": 2, "malformed": 1, "fallbacks": 1},
+        {"requests": "7", "rate_limited": 3, "transient_errors": 4, "background_created": 9},
+    ]
+    header = run_header(
+        sessions, counters, model="gpt-5-mini", service_tier="flex", output_path="s3://b/run/", duration_s=1.5
+    )
+
+    assert list(header) == HEADER_KEYS and list(header["this_run"]) == THIS_RUN_KEYS
+    assert {k: v for k, v in header.items() if k != "finished_at"} == {
+        "status": "success",
+        "requests": 17,
+        "unavailable": 2,
+        "rate_limited": 3,
+        "transient_errors": 4,
+        "malformed_answers": 1,
+        "fallbacks": 1,
+        "this_run": {
+            "requests": 7,
+            "resumed": 3,
+            "processed": 5,
+            "duplicates_in_input": 2,
+            "prompt_changed": 1,
+            "background_reattached": 5,
+        },
+        "model": "gpt-5-mini",
+        "service_tier": "flex",
+        "output_path": "s3://b/run/",
+        "duration_s": 1.5,
+    }
+
+
+def test_summarize_records_totals_usage_cost_and_names_the_first_failures():
+    prices = PriceTable()
+    records = [
+        {"id": "ok", "status": "succeeded", "usage": {"input": 1000, "output": 100}, "service_tier": "flex"},
+        *({"id": f"bad-{n}", "status": "failed", "usage": None, "model": None} for n in range(25)),
+    ]
+    totals = summarize_records(records, prices, "gpt-5-mini")
+
+    assert list(totals) == TOTALS_KEYS
+    assert (totals["total"], totals["succeeded"], totals["failed"]) == (26, 1, 25)
+    assert totals["failed_ids"] == [f"bad-{n}" for n in range(20)]
+    assert totals["usage"] == {"input": 1000, "cached": 0, "output": 100, "reasoning": 0}
+    assert totals["cost_usd"]["saved"] == pytest.approx(totals["cost_usd"]["actual"])  # flex: half price
+    assert totals["cost_usd"]["actual"] > 0
+
+
+def test_records_are_json_native():
+    record = recorder().success(attempt(), Reply({"a": [1, 2]}, "flex", Usage(1, 0, 1, 0), "r", "m"))
+    assert json.loads(json.dumps(record)) == record
