@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict, cast
 from flex_provider.engine.attempt import ItemAttempt
 from flex_provider.engine.background import BackgroundFailed
 from flex_provider.engine.calls import Reply
-from flex_provider.engine.errors import Verdict, WaitTooLong, classify, error_info
+from flex_provider.engine.errors import FlexRunAborted, Verdict, WaitTooLong, classify, error_info
 from flex_provider.engine.pricing import CostTally, PriceTable
 from flex_provider.engine.progress import RunCounters
 from flex_provider.engine.usage import Usage
@@ -220,6 +220,16 @@ class ResultBytes:
             return False
         self.used += len(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "replace"))
         return self.used > self.limit
+
+    def stopped_error(self) -> FlexRunAborted:
+        """Why the run stopped sending, and how to get the rest (XCom cannot hold it)."""
+        return FlexRunAborted(
+            f"flex run stopped sending: the finished records already take {self.used} bytes, over the "
+            f"XCom limit of {self.limit} bytes (xcom_max_bytes), so a bigger run could only be refused "
+            "after paying for it. Set output_path (e.g. 's3://bucket/folder/') to write results to object storage; "
+            "pointing output_path at the folder named below reuses every answer already paid for.",
+            {"type": "ResultsTooLarge", "result_bytes": self.used},
+        )
 
 
 def run_header(

@@ -205,13 +205,7 @@ class FlexEngine:
                 "remaining items. Results received here are kept.",
                 {"type": "LeaseLost"},
             )
-        return FlexRunAborted(
-            f"flex run stopped sending: the finished records already take {self._result_bytes.used} bytes, over the "
-            f"XCom limit of {self._result_bytes.limit} bytes (xcom_max_bytes), so a bigger run could only be refused "
-            "after paying for it. Set output_path (e.g. 's3://bucket/folder/') to write results to object storage; "
-            "pointing output_path at the folder named below reuses every answer already paid for.",
-            {"type": "ResultsTooLarge", "result_bytes": self._result_bytes.used},
-        )
+        return self._result_bytes.stopped_error()
 
     async def _run_workers(self, items: Iterable[WorkItem], finished: dict[str, str | None], total: int | None) -> None:
         queue: _Queue = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
@@ -303,6 +297,9 @@ class FlexEngine:
 
     # -- one item ----------------------------------------------------------------------------
     async def _process(self, item: WorkItem, sent_hash: str) -> ResultRecord:
+        """One item, first request to record. The tier policy: only ``unavailable`` (flex has no
+        capacity) moves an item to ``fallback_tier``, once; a FATAL answer stops the whole run; any
+        other API outcome ends this item alone (retryable or not, as its record says)."""
         attempt = ItemAttempt(item, sent_hash, self.spec.service_tier)
         try:
             try:
@@ -339,19 +336,20 @@ class FlexEngine:
         return self.records.success(attempt, reply)
 
     async def _on_tier(self, attempt: ItemAttempt) -> Reply:
+        """The answer on ``attempt.requested_tier``: one retried call, or the background loop."""
         if self.background is None:
             return await self._with_retries(
-                lambda: self.calls.send(self.client, attempt.item.prompt, attempt.requested_tier),
-                attempt,
-                retry_unavailable=self.options.on_unavailable != "fail",
+                lambda: self.calls.send(self.client, attempt.item.prompt, attempt.requested_tier), attempt
             )
         return await self.background.answer(attempt)
 
-    async def _with_retries(
-        self, call: Callable[[], Awaitable[T]], attempt: ItemAttempt, *, retry_unavailable: bool
-    ) -> T:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], attempt: ItemAttempt) -> T:
+        """``call`` within the item's retry budget. Every request passes the adaptive limiter, is
+        counted (item and run) and bounded as a whole; each outcome feeds the run's health checks."""
         retrying = item_retrying(
-            self.options.retry, retry_unavailable=retry_unavailable, before_sleep=self._before_sleep
+            self.options.retry,
+            retry_unavailable=self.options.on_unavailable != "fail",
+            before_sleep=self._before_sleep,
         )
         async for retry in retrying:
             with retry:
@@ -387,6 +385,8 @@ class FlexEngine:
         return result
 
     def _count_error(self, exc: openai.APIStatusError) -> None:
+        """Count an error answer; a rate limit also slows the run down, or ends the item at once
+        when its reset is further away than the item may wait (a daily limit)."""
         verdict = classify(exc)
         if verdict is Verdict.UNAVAILABLE:
             self.counters.unavailable += 1
@@ -408,16 +408,16 @@ class FlexEngine:
     async def _create_background(self, attempt: ItemAttempt) -> str:
         """Create a background response for ``attempt`` within its retry budget; returns its id."""
         return await self._with_retries(
-            lambda: self.calls.create_background(self.client, attempt.item.prompt, attempt.requested_tier),
-            attempt,
-            retry_unavailable=self.options.on_unavailable != "fail",
+            lambda: self.calls.create_background(self.client, attempt.item.prompt, attempt.requested_tier), attempt
         )
 
     async def _write_pending(self, batch: list[PendingEntry]) -> None:
+        """Returns only once ``batch`` is on storage: the submitter waits on an id only after that."""
         entries = cast("list[dict[str, Any]]", batch)  # ResultStore takes plain dicts
         await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, entries))
 
     async def _flush(self, force: bool = False) -> None:
+        """Write the buffered records as one part file, then this session's request counters."""
         if not self._buffer and not (force or self._dirty_progress):
             return
         async with self._flush_lock:

@@ -18,6 +18,7 @@ from flex_provider.engine.records import (
     ErrorInfo,
     Recorder,
     RecordTotals,
+    ResultBytes,
     ResultRecord,
     RunHeader,
     RunSummary,
@@ -264,3 +265,20 @@ def test_summarize_records_totals_usage_cost_and_names_the_first_failures():
 def test_records_are_json_native():
     record = recorder().success(attempt(), Reply({"a": [1, 2]}, "flex", Usage(1, 0, 1, 0), "r", "m"))
     assert json.loads(json.dumps(record)) == record
+
+
+def test_result_bytes_counts_nothing_without_a_limit():
+    budget = ResultBytes(None)
+    assert budget.add(recorder().success(attempt(), Reply("x" * 10_000, "flex", Usage(), "r", "m"))) is False
+    assert budget.used == 0 and not budget.over
+
+
+def test_result_bytes_stops_once_the_records_are_over_the_limit():
+    record = recorder().success(attempt(), Reply("x" * 100, "flex", Usage(), "r", "m"))
+    size = len(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8"))
+    budget = ResultBytes(limit=2 * size, used=size)  # one record already on storage
+    assert budget.add(record) is False and budget.used == 2 * size and not budget.over
+    assert budget.add(record) is True and budget.over
+    error = budget.stopped_error()
+    assert error.info == {"type": "ResultsTooLarge", "result_bytes": 3 * size}
+    assert f"already take {3 * size} bytes, over the XCom limit of {2 * size} bytes (xcom_max_bytes)" in str(error)
