@@ -1,7 +1,7 @@
 """What a run leaves behind: one record per item, and the summary (``_manifest.json``, XCom, logs).
 
 Their JSON shapes are a contract: the operator, the example DAGs, ``scripts/demo.py``, the README
-and the store's resume logic read them. The ``TypedDict``\\ s below name every key; the builders
+and the store's resume logic read them. The TypedDicts below name every key; the builders
 write the keys in the order the README shows, so a record or a manifest stays byte-for-byte what
 earlier versions wrote. A success and a failure are built by the same function, so they cannot drift.
 """
