@@ -21,6 +21,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check flex_provider
+	$(PY) -m mypy
 
 # Unit, emulator-backed integration, and end-to-end tests with a real Airflow (scheduler + triggerer).
 test: install lint

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from flex_provider.engine.background import cancel_responses
 from flex_provider.engine.config import RequestSpec, RunOptions, request_spec_from_dict, run_options_from_dict, to_dict
 from flex_provider.engine.errors import FlexInputError, FlexRunAborted, redact
 from flex_provider.engine.items import PromptBuilder, WorkItem, enumerate_jsonl, iter_work_items
+from flex_provider.engine.logs import RunLog
 from flex_provider.engine.runner import FlexEngine
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
@@ -38,8 +38,6 @@ from flex_provider.utils.storage import storage_path
 JOB_FORMAT = 2  # 1: release 0.1 (request + prompt_template side by side); 2: spec holds the template
 INLINE_ITEMS_MAX_BYTES = 32 * 1024  # larger item lists are staged to storage before deferring
 STAGED_INPUT_NAME = "_input/items.jsonl"
-
-Logger = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
 
 
 def json_size(value: Any) -> int:
@@ -195,7 +193,7 @@ async def _client(job: FlexJob, settings: ClientSettings | None) -> tuple[Any, C
 # -- running ------------------------------------------------------------------------------------
 async def run_job(
     job: FlexJob,
-    logger: Logger,
+    logger: RunLog,
     *,
     settings: ClientSettings | None = None,
     on_engine: Callable[[FlexEngine], None] | None = None,
@@ -222,7 +220,6 @@ async def run_job(
                 secrets=secrets,
                 logger=logger,
                 output_uri=job.output_uri,
-                prompt_template=job.spec.prompt_template,
                 endpoint=f"conn_id={job.conn_id!r}, base_url={getattr(client, 'base_url', None) or 'default'}",
             )
             if on_engine is not None:

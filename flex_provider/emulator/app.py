@@ -106,7 +106,8 @@ class RequestIdMiddleware:
 
 
 def _state(request: Request) -> EmulatorState:
-    return request.app.state.emulator
+    state: EmulatorState = request.app.state.emulator
+    return state
 
 
 def _check_auth(request: Request, state: EmulatorState) -> None:

@@ -358,8 +358,8 @@ class _JsonGenerator:
     def bounds(schema: dict[str, Any], *, integer: bool) -> tuple[float, float]:
         """Inclusive [lo, hi] from minimum/maximum/exclusive*; defaults 0..100 (or around a bound)."""
         eps = 1 if integer else 0.01
-        lo = schema.get("minimum")
-        hi = schema.get("maximum")
+        lo: float | None = schema.get("minimum")
+        hi: float | None = schema.get("maximum")
         if "exclusiveMinimum" in schema and not isinstance(schema["exclusiveMinimum"], bool):
             lo = schema["exclusiveMinimum"] + eps
         if "exclusiveMaximum" in schema and not isinstance(schema["exclusiveMaximum"], bool):
@@ -367,9 +367,11 @@ class _JsonGenerator:
         if lo is None and hi is None:
             lo, hi = 0, 100
         elif lo is None:
+            assert hi is not None
             lo = min(0, hi)
         elif hi is None:
             hi = max(lo + 100, lo)
+        assert lo is not None and hi is not None
         if integer:
             lo, hi = int(-(-lo // 1)), int(hi // 1)
         return (lo, hi) if hi >= lo else (lo, lo)

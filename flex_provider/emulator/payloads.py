@@ -240,7 +240,7 @@ def chat_completion_object(*, body: dict[str, Any], model: str, served_tier: str
     """A ``chat.completion`` object; ``n`` choices (identical, deterministic) if asked."""
     n = body.get("n")
     count = n if isinstance(n, int) and 1 <= n <= 8 else 1
-    message = {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}
     choices = [
         {
             "index": i,

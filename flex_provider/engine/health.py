@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import openai
@@ -123,7 +124,7 @@ class RunHealth:
         )
 
     @staticmethod
-    def _abort(message: str, info: dict | None = None) -> FlexRunAborted:
+    def _abort(message: str, info: dict[str, Any] | None = None) -> FlexRunAborted:
         return FlexRunAborted(
             f"flex run stopped: {message} Finished items are kept; fix it and retry the task.", info or {}
         )

@@ -37,6 +37,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from flex_provider.engine.logs import RunLog
+
 LEASE_NAME = "_lease.json"
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class FolderLease:
         settle_s: float = 1.0,
         poll_s: float = 2.0,
         log_every_s: float = 30.0,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: RunLog | None = None,
         on_lost: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,

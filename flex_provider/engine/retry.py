@@ -70,10 +70,10 @@ def server_wait_hint(exc: BaseException | None) -> float | None:
             pass  # HTTP-date form: not used by OpenAI; fall through
     if classify(exc) is not Verdict.RATE_LIMITED:
         return None
-    resets = [
+    parsed = (
         parse_duration(headers[h]) for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens") if h in headers
-    ]
-    resets = [r for r in resets if r is not None]
+    )
+    resets = [r for r in parsed if r is not None]
     return max(resets) if resets else None
 
 
@@ -115,9 +115,8 @@ class retry_if_verdict(retry_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         outcome = retry_state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        return classify(outcome.exception()) in self.verdicts
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        return exc is not None and classify(exc) in self.verdicts
 
 
 class wait_server_hint(wait_base):

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import itertools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -48,6 +45,7 @@ from flex_provider.engine.errors import (
 from flex_provider.engine.health import RunHealth
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.lease import FolderLease
+from flex_provider.engine.logs import RunLog
 from flex_provider.engine.pricing import PriceTable
 from flex_provider.engine.progress import RunCounters
 from flex_provider.engine.records import Recorder, ResultBytes, ResultRecord, run_header, summarize_records
@@ -96,9 +94,8 @@ class FlexEngine:
         store: ResultStore,
         *,
         secrets: tuple[str, ...] = (),
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: RunLog | None = None,
         output_uri: str | None = None,
-        prompt_template: str | None = None,
         endpoint: str = "the configured server",
         connect_grace_s: float = 60.0,
         lease_ttl_s: float = 30.0,
@@ -111,7 +108,6 @@ class FlexEngine:
         self.secrets = secrets
         self.log = logger or log
         self.output_uri = output_uri
-        self.prompt_template = prompt_template  # part of the fingerprint: it shapes every prompt
         self.calls = CallBuilder(spec)
         self.prices = PriceTable(options.prices)
         self.limiter = AdaptiveLimiter(options.max_concurrency, max_pause_s=options.retry.max_retry_after_s)
@@ -230,12 +226,7 @@ class FlexEngine:
 
     def fingerprint(self) -> str:
         """What makes two runs' answers interchangeable: the request, not the tier or retry settings."""
-        spec = dataclasses.asdict(self.spec)
-        spec.pop("timeout", None)
-        spec.pop("service_tier", None)
-        spec["prompt_template"] = self.prompt_template
-        blob = json.dumps(spec, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return self.spec.fingerprint()
 
     def _description(self) -> dict[str, Any]:
         return {"model": self.spec.model, "api": self.spec.api, "service_tier": self.spec.service_tier}

@@ -311,9 +311,13 @@ class ResultStore:
             )
         for entry_file in self._children(self.root / PENDING_DIR):
             for entry in self._read_jsonl(entry_file):
-                rid = entry.get("id")
-                if isinstance(rid, str) and isinstance(entry.get("response_id"), str) and rid not in state.final_ids:
-                    state.pending[rid] = entry
+                pending_id = entry.get("id")
+                if (
+                    isinstance(pending_id, str)
+                    and isinstance(entry.get("response_id"), str)
+                    and pending_id not in state.final_ids
+                ):
+                    state.pending[pending_id] = entry
         return state
 
     def load_progress(self) -> list[dict[str, Any]]:

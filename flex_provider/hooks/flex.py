@@ -53,11 +53,11 @@ def redact_key(text: str, key: str | None) -> str:
     if key:
         text = redact(text, secrets=(key,))
 
-        def masked(match: re.Match) -> str:
+        def masked(match: re.Match[str]) -> str:
             head, tail = match["head"], match["tail"]
             if (head and key.startswith(head)) or (tail and key.endswith(tail)):
                 return "***"
-            return match.group(0)
+            return str(match.group(0))
 
         text = _MASKED.sub(masked, text)
         for length in range(len(key) - 1, _MIN_FRAGMENT - 1, -1):

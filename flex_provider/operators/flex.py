@@ -31,7 +31,7 @@ from flex_provider.engine.config import (
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.items import PromptBuilder
 from flex_provider.engine.store import ResultStore
-from flex_provider.hooks.flex import FlexHook
+from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
 from flex_provider.triggers.flex import FlexTrigger
 from flex_provider.utils.storage import (
@@ -326,7 +326,7 @@ class FlexLLMOperator(BaseOperator):
         if self.deferrable:
             self.defer(trigger=FlexTrigger(job.to_payload()), method_name="execute_complete")
         # In the worker: the very same run, and on_kill can cancel its background responses.
-        self._running = (job, settings)
+        self._running: tuple[FlexJob, ClientSettings] | None = (job, settings)
         try:
             event = asyncio.run(run_job(job, self.log, settings=settings))
         finally:

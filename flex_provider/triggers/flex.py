@@ -34,7 +34,7 @@ class FlexTrigger(BaseTrigger):
     rebuilds triggers from stored kwargs, also after the provider was upgraded)."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.job = job
 
     def serialize(self) -> tuple[str, dict[str, Any]]:

@@ -21,10 +21,10 @@ def to_uri(value: Any, field: str) -> str:
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
         raise FlexInputError(f"{field}: expected a URI such as file:///data/in.jsonl or s3://bucket/key, got {value!r}")
-    value = value.strip()
-    if "://" not in value:
-        return "file://" + os.path.abspath(value)
-    return value
+    text: str = value.strip()
+    if "://" not in text:
+        return "file://" + os.path.abspath(text)
+    return text
 
 
 def storage_path(uri: str) -> ObjectStoragePath:
