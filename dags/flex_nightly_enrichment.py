@@ -38,6 +38,7 @@ import pendulum
 from airflow.sdk import DAG, ObjectStoragePath, task
 from pydantic import BaseModel, Field
 
+from flex_provider.engine.records import RunSummary, as_summary
 from flex_provider.operators.flex import FlexLLMOperator
 
 BUNDLED_CORPUS = (Path(__file__).parent / "data" / "support_tickets.jsonl").resolve().as_uri()
@@ -121,13 +122,11 @@ with DAG(
     )
 
     @task
-    def report(summary: dict[str, Any]) -> dict[str, Any]:
+    def report(summary: RunSummary) -> dict[str, Any]:
         """Count the enrichment results on storage; log aggregates only, never ticket content."""
         root = ObjectStoragePath(summary["output_path"])
-        manifest = json.loads((root / "_manifest.json").read_text(encoding="utf-8"))
-        parts = manifest.get("parts") or sorted(
-            p.name for p in root.iterdir() if p.name.startswith("part-") and p.name.endswith(".jsonl")
-        )
+        manifest = as_summary(json.loads((root / "_manifest.json").read_text(encoding="utf-8")))
+        parts = manifest["parts"]
         counts: dict[str, Counter[str]] = {key: Counter() for key in ("category", "sentiment", "urgency")}
         needs_human = unparsed = 0
         for name in parts:
@@ -143,20 +142,20 @@ with DAG(
                         counter[str(output.get(key, "?"))] += 1
                     needs_human += bool(output.get("needs_human"))
 
-        cost = manifest.get("cost_usd") or summary.get("cost_usd") or {}
+        cost = manifest["cost_usd"]
         actual, saved = float(cost.get("actual", 0.0)), float(cost.get("saved", 0.0))
         lines = [
             f"Flex enrichment report for {root}",
-            f"  tickets: {manifest.get('total')} total, {manifest.get('succeeded')} enriched, "
-            f"{manifest.get('failed')} failed; {manifest.get('requests')} requests, "
-            f"{manifest.get('unavailable')} flex 429s, {manifest.get('fallbacks')} fallbacks to standard",
+            f"  tickets: {manifest['total']} total, {manifest['succeeded']} enriched, "
+            f"{manifest['failed']} failed; {manifest['requests']} requests, "
+            f"{manifest['unavailable']} flex 429s, {manifest['fallbacks']} fallbacks to standard",
             f"  needs a human: {needs_human}",
         ]
         for key, counter in counts.items():
             lines.append(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(counter.items())))
         lines.append(
             f"  cost: ${actual:.4f} on flex vs ${float(cost.get('standard_equivalent', 0.0)):.4f} standard, "
-            f"saved ${saved:.4f}; took {summary.get('duration_s')} s"
+            f"saved ${saved:.4f}; took {manifest['duration_s']} s"
         )
         print("\n".join(lines))
         return {

@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from flex_provider.engine.records import as_summary
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 DAG_ID = "flex_nightly_enrichment"
@@ -82,7 +84,7 @@ def main() -> int:
             print("The DAG run failed; last lines of the log:")
             print("".join(log.read_text().splitlines(keepends=True)[-30:]))
             return 1
-        summary = json.loads(manifests[-1].read_text())
+        summary = as_summary(json.loads(manifests[-1].read_text()), str(manifests[-1]))
         cost = summary["cost_usd"]
         print()
         print(f"Results: {manifests[-1].parent}  ({len(summary['parts'])} part file(s) + _manifest.json)")

@@ -108,6 +108,18 @@ class RunSummary(RunHeader, RecordTotals):
     parts: list[str]
 
 
+def as_summary(manifest: Any, where: str = "_manifest.json") -> RunSummary:
+    """A manifest read back from storage, checked to be a summary (what the operator returns and
+    the example DAGs and the demo read); a ValueError names the missing keys."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where}: expected a run summary (a JSON object), got {type(manifest).__name__}")
+    required = set(RunSummary.__required_keys__)
+    missing = sorted(required - set(manifest))
+    if missing:
+        raise ValueError(f"{where}: not a run summary of this provider, missing {missing}")
+    return cast(RunSummary, manifest)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 

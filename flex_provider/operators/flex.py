@@ -30,6 +30,7 @@ from flex_provider.engine.config import (
 )
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.items import PromptBuilder
+from flex_provider.engine.records import as_summary
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
@@ -354,23 +355,22 @@ class FlexLLMOperator(BaseOperator):
                 "without paying again for them."
             )
         store = ResultStore(storage_path(work_uri))
-        summary = store.read_manifest() or {}
-        summary.pop("parts", None)
+        summary = as_summary(store.read_manifest(), f"{work_uri}/_manifest.json")
         self.log.info(
             "flex summary: total=%s succeeded=%s failed=%s requests=%s unavailable(429)=%s fallbacks=%s "
             "usage=%s cost_usd=%s duration_s=%s results=%s",
-            summary.get("total"),
-            summary.get("succeeded"),
-            summary.get("failed"),
-            summary.get("requests"),
-            summary.get("unavailable"),
-            summary.get("fallbacks"),
-            summary.get("usage"),
-            summary.get("cost_usd"),
-            summary.get("duration_s"),
+            summary["total"],
+            summary["succeeded"],
+            summary["failed"],
+            summary["requests"],
+            summary["unavailable"],
+            summary["fallbacks"],
+            summary["usage"],
+            summary["cost_usd"],
+            summary["duration_s"],
             work_uri,
         )
-        total, failed = int(summary.get("total", 0)), int(summary.get("failed", 0))
+        total, failed = summary["total"], summary["failed"]
         if self.input is not None:
             record = next(store.iter_records(), None)
             if record is None or record.get("status") != "succeeded":
@@ -380,10 +380,10 @@ class FlexLLMOperator(BaseOperator):
         if failed > allowed_failures(self.max_failed, total):
             raise AirflowException(
                 f"{failed} of {total} item(s) failed, more than max_failed={self.max_failed}. "
-                f"First failed ids: {summary.get('failed_ids')}. All results, failures included, are at {work_uri}."
+                f"First failed ids: {summary['failed_ids']}. All results, failures included, are at {work_uri}."
             )
         if self.output_path is not None:
-            return summary
+            return {key: value for key, value in summary.items() if key != "parts"}  # the RunSummary, small
         records = sorted(store.iter_records(), key=lambda r: r.get("index", 0))  # input order
         size = json_size(records)
         if size > self.xcom_max_bytes:

@@ -282,3 +282,14 @@ def test_result_bytes_stops_once_the_records_are_over_the_limit():
     error = budget.stopped_error()
     assert error.info == {"type": "ResultsTooLarge", "result_bytes": 3 * size}
     assert f"already take {3 * size} bytes, over the XCom limit of {2 * size} bytes (xcom_max_bytes)" in str(error)
+
+
+def test_as_summary_accepts_a_manifest_and_names_what_is_missing():
+    from flex_provider.engine.records import RunSummary, as_summary
+
+    full = {key: 0 for key in RunSummary.__required_keys__}
+    assert as_summary(full) is full
+    with pytest.raises(ValueError, match=r"^out/_manifest.json: not a run summary of this provider, missing \['total'\]"):
+        as_summary({k: v for k, v in full.items() if k != "total"}, "out/_manifest.json")
+    with pytest.raises(ValueError, match=r"expected a run summary \(a JSON object\), got list"):
+        as_summary([1])
