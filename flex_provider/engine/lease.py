@@ -37,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from flex_provider.engine.aio import finish_even_if_cancelled
 from flex_provider.engine.logs import RunLog
 
 LEASE_NAME = "_lease.json"
@@ -187,7 +188,7 @@ class FolderLease:
                 # Another session wrote after us: it holds the lease (the next read shows it).
         except BaseException:
             if wrote:  # cancelled or failed while contending: leave no lease of ours behind
-                await _finish_even_if_cancelled(asyncio.to_thread(self._release_if_ours))
+                await finish_even_if_cancelled(asyncio.to_thread(self._release_if_ours))
             raise
         self._held = True
         waited = self._clock() - started - self.settle_s  # the settle delay is not waiting on anyone
@@ -269,14 +270,4 @@ class FolderLease:
             await asyncio.gather(task, return_exceptions=True)
         if self._held:
             self._held = False
-            await _finish_even_if_cancelled(asyncio.to_thread(self._release_if_ours))
-
-
-async def _finish_even_if_cancelled(coro: Awaitable[Any]) -> Any:
-    """Run ``coro`` to the end even if the caller is cancelled meanwhile (then re-raise)."""
-    future = asyncio.ensure_future(coro)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await future
-        raise
+            await finish_even_if_cancelled(asyncio.to_thread(self._release_if_ours))

@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 import openai
 from tenacity import RetryCallState
 
+from flex_provider.engine.aio import finish_even_if_cancelled
 from flex_provider.engine.attempt import ItemAttempt, prompt_hash
 from flex_provider.engine.background import BackgroundFailed, BackgroundPoller, BackgroundSubmitter, PendingEntry
 from flex_provider.engine.calls import CallBuilder, Reply
@@ -69,17 +70,6 @@ _ITEM_ERRORS = (
     BackgroundFailed,
     *MALFORMED_ERRORS,
 )
-
-
-async def _finish_even_if_cancelled(write: Awaitable[None]) -> None:
-    """Storage writes run in threads, which cancellation cannot stop. Wait for the write to end
-    before letting a cancellation through, so no later write (or the manifest) overtakes it."""
-    future = asyncio.ensure_future(write)
-    try:
-        await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await future
-        raise
 
 
 class FlexEngine:
@@ -405,7 +395,7 @@ class FlexEngine:
     async def _write_pending(self, batch: list[PendingEntry]) -> None:
         """Returns only once ``batch`` is on storage: the submitter waits on an id only after that."""
         entries = cast("list[dict[str, Any]]", batch)  # ResultStore takes plain dicts
-        await _finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, entries))
+        await finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, entries))
 
     async def _flush(self, force: bool = False) -> None:
         """Write the buffered records as one part file, then this session's request counters."""
@@ -415,7 +405,7 @@ class FlexEngine:
             batch, self._buffer = self._buffer, []
             counters = self.counters.persisted()
             self._dirty_progress = False
-            await _finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, counters))
+            await finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, counters))
 
     def _write_checkpoint(self, batch: list[ResultRecord], counters: dict[str, Any]) -> None:
         if batch:
