@@ -92,6 +92,7 @@ with DAG("{dag_id}", schedule=None, catchup=False):
         output_path="{output_path}/{{{{ run_id }}}}",
         max_concurrency={concurrency},
         progress_interval=5,
+        deferrable=True,
     )
 '''
 

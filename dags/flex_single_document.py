@@ -60,6 +60,7 @@ with DAG(
         input=literal(DOCUMENT),  # the file's text as written: never rendered as Jinja
         service_tier="flex",
         timeout=900,
+        deferrable=True,  # wait for flex in the triggerer, not in a worker slot
     )
 
     @task

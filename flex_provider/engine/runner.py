@@ -49,7 +49,15 @@ from flex_provider.engine.lease import FolderLease
 from flex_provider.engine.logs import RunLog
 from flex_provider.engine.pricing import PriceTable
 from flex_provider.engine.progress import RunCounters
-from flex_provider.engine.records import Recorder, ResultBytes, ResultRecord, run_header, summarize_records
+from flex_provider.engine.records import (
+    Recorder,
+    ResultBytes,
+    ResultRecord,
+    RunSummary,
+    as_summary,
+    run_header,
+    summarize_records,
+)
 from flex_provider.engine.retry import item_retrying, rate_limit_too_long, server_wait_hint
 from flex_provider.engine.store import ResultStore
 
@@ -133,7 +141,7 @@ class FlexEngine:
         )
 
     # -- public ----------------------------------------------------------------------------
-    async def run(self, items: Iterable[WorkItem], total: int | None = None) -> dict[str, Any]:
+    async def run(self, items: Iterable[WorkItem], total: int | None = None) -> RunSummary:
         """Process every item that has no final record yet; return the run summary.
 
         Raises FlexRunAborted on run-wide errors (bad key, no quota) after saving what finished.
@@ -147,7 +155,7 @@ class FlexEngine:
         if self._stop_reason is None:
             self._stop_reason = reason
 
-    async def _run_holding_lease(self, items: Iterable[WorkItem], total: int | None) -> dict[str, Any]:
+    async def _run_holding_lease(self, items: Iterable[WorkItem], total: int | None) -> RunSummary:
         started = time.monotonic()
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load)
@@ -413,7 +421,7 @@ class FlexEngine:
         self.store.write_progress(counters)
 
     # -- the end -------------------------------------------------------------------------------
-    def _finalize(self, started: float) -> dict[str, Any]:
+    def _finalize(self, started: float) -> RunSummary:
         """Compact the parts and write the manifest: counters of every session, totals of every record."""
         header = run_header(
             self.store.load_progress(),
@@ -427,4 +435,5 @@ class FlexEngine:
         def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:  # during the compaction pass
             return cast("dict[str, Any]", summarize_records(records, self.prices, self.spec.model))
 
-        return self.store.finalize(cast("dict[str, Any]", header), summarize)  # ResultStore takes plain dicts
+        manifest = self.store.finalize(cast("dict[str, Any]", header), summarize)  # the store takes plain dicts
+        return as_summary(manifest)

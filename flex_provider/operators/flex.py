@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
 from flex_provider.engine.config import (
@@ -124,7 +125,9 @@ class FlexLLMOperator(BaseOperator):
     :param checkpoint_root: where XCom-mode runs checkpoint (default ``$AIRFLOW_HOME/flex_checkpoints``
         or ``FLEX_PROVIDER_CHECKPOINT_ROOT``).
     :param prices: overrides of the price table, ``{model: {"input", "cached_input", "output"}}`` USD/1M.
-    :param deferrable: run the requests in the triggerer (default) or in the worker.
+    :param deferrable: run the requests in the triggerer (True) or in the worker (False); default:
+        ``[operators] default_deferrable`` (which Airflow ships as False: set it to True, or pass
+        ``deferrable=True``, to free worker slots while flex is slow).
     """
 
     template_fields: Sequence[str] = (
@@ -166,7 +169,7 @@ class FlexLLMOperator(BaseOperator):
         prices: dict[str, dict[str, float]] | None = None,
         xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES,
         conn_id: str = FlexHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -205,7 +208,11 @@ class FlexLLMOperator(BaseOperator):
         self.checkpoint_root = checkpoint_root
         self.xcom_max_bytes = xcom_max_bytes
         self.conn_id = conn_id
-        self.deferrable = deferrable
+        # Airflow's convention for deferrable operators: [operators] default_deferrable decides
+        # unless the task says otherwise.
+        self.deferrable = (
+            conf.getboolean("operators", "default_deferrable", fallback=False) if deferrable is None else deferrable
+        )
         # Everything that is not templated is checked now, at DAG parse time.
         self.run_options = RunOptions(
             max_concurrency=max_concurrency,

@@ -268,3 +268,15 @@ def test_response_format_that_cannot_become_a_schema_is_an_input_error() -> None
 
     with pytest.raises(FlexInputError, match=r"^response_format: "):
         op(items=["a"], response_format=Worse)
+
+
+def test_deferrable_follows_operators_default_deferrable_unless_the_task_says(monkeypatch) -> None:
+    """Airflow's convention for deferrable operators: ``[operators] default_deferrable``."""
+    from flex_provider.operators.flex import FlexLLMOperator
+
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    assert FlexLLMOperator(task_id="a", model="m", items=["x"]).deferrable is False
+    assert FlexLLMOperator(task_id="b", model="m", items=["x"], deferrable=True).deferrable is True
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert FlexLLMOperator(task_id="c", model="m", items=["x"]).deferrable is True
+    assert FlexLLMOperator(task_id="d", model="m", items=["x"], deferrable=False).deferrable is False

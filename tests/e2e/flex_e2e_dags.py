@@ -27,7 +27,8 @@ def corpus(name: str, n: int) -> str:
     return path.as_uri()
 
 
-COMMON = {"conn_id": "openai_default", "model": "gpt-5-mini", "instructions": "Classify the document."}
+COMMON = {"conn_id": "openai_default", "model": "gpt-5-mini", "instructions": "Classify the document.",
+          "deferrable": True}
 
 with DAG("flex_e2e_basic", schedule=None, catchup=False):
     FlexLLMOperator(task_id="enrich", input_path=corpus("basic", 60), output_path=OUT + "/basic/{{ run_id }}",
