@@ -33,6 +33,7 @@ from flex_provider.engine.logs import RunLog
 from flex_provider.engine.runner import FlexEngine
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
+from flex_provider.metrics import RunMetrics, tags_for
 from flex_provider.utils.storage import storage_path
 
 JOB_FORMAT = 2  # 1: release 0.1 (request + prompt_template side by side); 2: spec holds the template
@@ -191,17 +192,25 @@ async def _client(job: FlexJob, settings: ClientSettings | None) -> tuple[Any, C
 
 
 # -- running ------------------------------------------------------------------------------------
+def job_metrics(job: FlexJob, logger: RunLog | None = None) -> RunMetrics:
+    """The metrics of a job's run, tagged with its dag_id, task_id and model."""
+    return RunMetrics(tags_for(job.template_context, job.spec.model), logger)
+
+
 async def run_job(
     job: FlexJob,
     logger: RunLog,
     *,
     settings: ClientSettings | None = None,
     on_engine: Callable[[FlexEngine], None] | None = None,
+    metrics: RunMetrics | bool = True,
 ) -> FlexEvent:
     """Run a job to the end; every outcome, errors included, is a :class:`FlexEvent`.
 
     ``on_engine`` (optional) is handed the live engine, for a caller that watches its counters
-    (the benchmarks)."""
+    (the benchmarks). ``metrics``: the run's counters go to Airflow's Stats as they grow (every
+    ``progress_interval`` seconds and at the end; see :mod:`flex_provider.metrics`), tagged with the
+    job's dag_id, task_id and model; pass a :class:`RunMetrics` of your own, or False for none."""
     secrets: tuple[str, ...] = ()
 
     def error(kind: str, message: str) -> FlexEvent:
@@ -224,7 +233,12 @@ async def run_job(
             )
             if on_engine is not None:
                 on_engine(engine)
-            summary = await engine.run(job.iter_items(), total=job.total)
+            if metrics is False:
+                summary = await engine.run(job.iter_items(), total=job.total)
+            else:
+                meter = metrics if isinstance(metrics, RunMetrics) else job_metrics(job, logger)
+                async with meter.watching(engine.counters, job.options.progress_interval_s):
+                    summary = await engine.run(job.iter_items(), total=job.total)
     except FlexRunAborted as exc:
         return error("aborted", str(exc))
     except FlexInputError as exc:
