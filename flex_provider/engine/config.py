@@ -20,6 +20,7 @@ from flex_provider.engine.items import surrogate_problem
 API_CHOICES = ("responses", "chat")
 ON_UNAVAILABLE_CHOICES = ("retry", "fallback", "fail")
 SUBMIT_MODES = ("inline", "background")
+REDO_FAILED_CHOICES = ("retryable", "all")
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 
 
@@ -251,6 +252,9 @@ class RunOptions:
     prices: dict[str, dict[str, float]] | None = None
     # XCom mode: stop sending once finished records add up to this many bytes of JSON (None: no cap).
     max_result_bytes: int | None = None
+    # Which failed items a later run (task retry, clear) sends again: only those whose failure was
+    # retryable, or every one (after the cause of a non-retryable failure was fixed). Successes are kept.
+    redo_failed: Literal["retryable", "all"] = "retryable"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "retry", RetryPolicy.from_value(self.retry))  # accept a plain dict
@@ -264,6 +268,11 @@ class RunOptions:
         require_choice("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_CHOICES)
         require_choice("fallback_tier", self.fallback_tier, SERVICE_TIERS)
         require_choice("submit_mode", self.submit_mode, SUBMIT_MODES)
+        if self.redo_failed not in REDO_FAILED_CHOICES:
+            raise FlexInputError(
+                f"redo_failed: expected 'retryable' (a retry or clear sends again only items whose failure "
+                f"was retryable) or 'all' (every failed item is sent again), got {self.redo_failed!r}"
+            )
         require_positive("poll_interval_s", self.poll_interval_s)
         require_positive("flush_interval_s", self.flush_interval_s)
         require_positive("progress_interval_s", self.progress_interval_s)

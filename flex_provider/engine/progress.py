@@ -50,13 +50,16 @@ class RunCounters:
 
     def line(self, total: int | None) -> str:
         done = self.succeeded + self.failed
-        of = f"/{total}" if total is not None else ""
+        of = f"/{total:,}" if total is not None else ""
         u, c = self.usage, self.cost
+        # One line, no space inside a label and its number's meaning ("unavailable(429)" cannot be
+        # wrapped apart in a log viewer as "429" / "unavailable" could).
         return (
-            f"flex progress: done {done}{of} (succeeded {self.succeeded}, failed {self.failed}, "
-            f"resumed {self.resumed}), in flight {self.in_flight}, requests {self.requests}, "
-            f"429 unavailable {self.unavailable}, rate limited {self.rate_limited}, "
-            f"errors {self.transient_errors}, fallbacks {self.fallbacks}, "
-            f"tokens in/out {u.input}/{u.output}, cost ${c.actual:.4f} (saved ${c.standard_equivalent - c.actual:.4f}), "
+            f"flex progress: done {done:,}{of} (succeeded {self.succeeded:,}, failed {self.failed:,}, "
+            f"resumed {self.resumed:,}), in flight {self.in_flight}, requests {self.requests:,}, "
+            f"unavailable(429) {self.unavailable:,}, rate-limited(429) {self.rate_limited:,}, "
+            f"transient errors {self.transient_errors:,}, fallbacks {self.fallbacks:,}, "
+            f"tokens in {u.input:,} out {u.output:,}, "
+            f"cost ${c.actual:,.4f} (saved ${c.standard_equivalent - c.actual:,.4f}), "
             f"elapsed {time.monotonic() - self.started:.0f}s"
         )

@@ -22,6 +22,10 @@ from flex_provider.engine.progress import RunCounters
 from flex_provider.engine.usage import Usage
 
 FAILED_IDS_SHOWN = 20  # the summary names the first few failed ids, not all of them
+FAILURE_GROUPS_SHOWN = 20  # the summary's ``failures``: at most this many groups, the biggest first
+FAILURE_GROUPS_TRACKED = 200  # distinct kinds of failure counted one by one; more fold into "other"
+FAILURE_SAMPLE_IDS = 5
+FAILURE_MESSAGE_CHARS = 300
 
 # Budget exhausted on one of these: a later run (task retry, re-run) may succeed.
 _RETRYABLE = (Verdict.UNAVAILABLE, Verdict.RATE_LIMITED, Verdict.TRANSIENT)
@@ -91,6 +95,19 @@ class RunHeader(TypedDict):
     finished_at: str
 
 
+class FailureGroup(TypedDict):
+    """Failed records of one kind (error type, code, status code, retryable): why items failed,
+    without opening the part files. Messages are the server's (redacted), never a prompt or output."""
+
+    type: str  # exception class name, e.g. "NotFoundError"; "other" for the folded remainder
+    code: str | None
+    status_code: int | None
+    count: int
+    retryable: bool  # sent again by a task retry/clear; if False only with redo_failed="all"
+    sample_message: str  # the first record's message, cut to FAILURE_MESSAGE_CHARS
+    sample_ids: list[str]  # the first FAILURE_SAMPLE_IDS
+
+
 class RecordTotals(TypedDict):
     """Totals over the final records on storage, this session's and earlier ones' alike."""
 
@@ -98,6 +115,7 @@ class RecordTotals(TypedDict):
     succeeded: int
     failed: int
     failed_ids: list[str]  # the first FAILED_IDS_SHOWN
+    failures: list[FailureGroup]  # failed records by kind, biggest first (see FailureTally)
     usage: dict[str, int]
     cost_usd: dict[str, float]  # CostTally.as_dict(): actual, standard_equivalent, saved[, unpriced_tokens]
 
@@ -113,6 +131,8 @@ def as_summary(manifest: Any, where: str = "_manifest.json") -> RunSummary:
     the example DAGs and the demo read); a ValueError names the missing keys."""
     if not isinstance(manifest, dict):
         raise ValueError(f"{where}: expected a run summary (a JSON object), got {type(manifest).__name__}")
+    if "failures" not in manifest:  # written by a release before 0.3 (a triggerer not yet upgraded)
+        manifest["failures"] = []
     required = set(RunSummary.__required_keys__)
     missing = sorted(required - set(manifest))
     if missing:
@@ -283,6 +303,72 @@ def run_header(
     }
 
 
+class FailureTally:
+    """Failed records grouped by kind, in bounded memory: at most ``FAILURE_GROUPS_TRACKED`` groups
+    (each with a few ids and one message) whatever the number of records; kinds met after that are
+    counted together as one ``"other"`` group, so the counts always add up to the failures."""
+
+    __slots__ = ("groups", "other")
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str | None, int | None, bool], FailureGroup] = {}
+        self.other: FailureGroup | None = None
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        error = record.get("error")
+        error = error if isinstance(error, dict) else {}  # damaged or foreign: still counted
+        kind = error.get("type")
+        code = error.get("code")
+        status = error.get("status_code")
+        key = (
+            kind if isinstance(kind, str) else "unknown",
+            code if isinstance(code, str) else None,
+            status if isinstance(status, int) and not isinstance(status, bool) else None,
+            error.get("retryable") is True,
+        )
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) < FAILURE_GROUPS_TRACKED:
+                group = self.groups[key] = self._new(*key, error.get("message"))
+            else:
+                group = self.other = self.other or self._new("other", None, None, False, "")
+                group["retryable"] = group["retryable"] or key[3]
+        group["count"] += 1
+        rid = record.get("id")
+        if len(group["sample_ids"]) < FAILURE_SAMPLE_IDS and isinstance(rid, str):
+            group["sample_ids"].append(rid)
+
+    @staticmethod
+    def _new(kind: str, code: str | None, status: int | None, retryable: bool, message: Any) -> FailureGroup:
+        text = message if isinstance(message, str) else ""
+        if len(text) > FAILURE_MESSAGE_CHARS:
+            text = text[: FAILURE_MESSAGE_CHARS - 3] + "..."
+        return {
+            "type": kind,
+            "code": code,
+            "status_code": status,
+            "count": 0,
+            "retryable": retryable,
+            "sample_message": text,
+            "sample_ids": [],
+        }
+
+    def result(self) -> list[FailureGroup]:
+        """The biggest groups first (first met first among equals); past ``FAILURE_GROUPS_SHOWN``
+        the smallest are folded into one ``"other"`` group."""
+        groups = sorted(self.groups.values(), key=lambda g: -g["count"])
+        if self.other is not None:
+            groups.append(self.other)
+        if len(groups) <= FAILURE_GROUPS_SHOWN:
+            return groups
+        shown, rest = groups[: FAILURE_GROUPS_SHOWN - 1], groups[FAILURE_GROUPS_SHOWN - 1 :]
+        other = self._new("other", None, None, any(g["retryable"] for g in rest), "")
+        other["count"] = sum(g["count"] for g in rest)
+        other["sample_message"] = "smaller groups of other kinds of failure; see the records' error fields"
+        other["sample_ids"] = [i for g in rest for i in g["sample_ids"]][:FAILURE_SAMPLE_IDS]
+        return [*shown, other]
+
+
 def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, default_model: str) -> RecordTotals:
     """Totals over final records as read back from storage (so fields are checked, not trusted);
     priced by the model and tier each record says it was served with."""
@@ -290,6 +376,7 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
     usage = Usage()
     cost = CostTally()
     failed_ids: list[str] = []
+    failures = FailureTally()
     for record in records:
         if record.get("status") == "succeeded":
             succeeded += 1
@@ -297,6 +384,7 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
             failed += 1
             if len(failed_ids) < FAILED_IDS_SHOWN:
                 failed_ids.append(record.get("id"))  # type: ignore[arg-type]  # store.as_record checked it is a str
+            failures.add(record)
         record_usage = Usage.from_dict(record.get("usage"))
         usage.add(record_usage)
         cost.add(prices, record.get("model") or default_model, record.get("service_tier"), record_usage)
@@ -305,6 +393,48 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
         "succeeded": succeeded,
         "failed": failed,
         "failed_ids": failed_ids,
+        "failures": failures.result(),
         "usage": usage.as_dict(),
         "cost_usd": cost.as_dict(),
     }
+
+
+# -- for people: the summary as log lines (counts, ids and money only, never a prompt or output) ------
+
+
+def usage_text(usage: Mapping[str, int]) -> str:
+    """``tokens in 1,234 (cached 0) out 5,678``"""
+    return f"tokens in {usage.get('input', 0):,} (cached {usage.get('cached', 0):,}) out {usage.get('output', 0):,}"
+
+
+def cost_text(cost: Mapping[str, float]) -> str:
+    """``cost $0.0123 vs $0.0246 standard, saved $0.0123`` (and tokens no price was known for)."""
+    text = (
+        f"cost ${cost.get('actual', 0.0):,.4f} vs ${cost.get('standard_equivalent', 0.0):,.4f} standard, "
+        f"saved ${cost.get('saved', 0.0):,.4f}"
+    )
+    unpriced = cost.get("unpriced_tokens")
+    return f"{text} ({int(unpriced):,} tokens of unknown models not priced)" if unpriced else text
+
+
+def failure_text(group: FailureGroup) -> str:
+    """``179 x NotFoundError 404 model_not_found (not retryable): <message> (e.g. id-1, id-2)``"""
+    kind = " ".join(str(part) for part in (group["type"], group["status_code"], group["code"]) if part is not None)
+    retry = "retryable" if group["retryable"] else "not retryable"
+    message = f": {group['sample_message']}" if group["sample_message"] else ""
+    ids = f" (e.g. {', '.join(group['sample_ids'])})" if group["sample_ids"] else ""
+    return f"{group['count']:,} x {kind} ({retry}){message}{ids}"
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The summary as a few lines a person reads: items, requests, tokens, money, failures by reason."""
+    lines = [
+        f"{summary['total']:,} item(s): succeeded {summary['succeeded']:,}, failed {summary['failed']:,}; "
+        f"requests {summary['requests']:,} (this run {summary['this_run']['requests']:,}, "
+        f"resumed {summary['this_run']['resumed']:,}), unavailable(429) {summary['unavailable']:,}, "
+        f"rate-limited(429) {summary['rate_limited']:,}, transient errors {summary['transient_errors']:,}, "
+        f"fallbacks {summary['fallbacks']:,}",
+        f"{usage_text(summary['usage'])}; {cost_text(summary['cost_usd'])}; {summary['duration_s']:,.1f}s",
+    ]
+    lines += [f"failed: {failure_text(group)}" for group in summary["failures"]]
+    return lines

@@ -158,16 +158,19 @@ class FlexEngine:
     async def _run_holding_lease(self, items: Iterable[WorkItem], total: int | None) -> RunSummary:
         started = time.monotonic()
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
-        state = await asyncio.to_thread(self.store.load)
+        state = await asyncio.to_thread(self.store.load, self.options.redo_failed)
         if self.background is not None:
             self.background.adopt(cast("dict[str, PendingEntry]", state.pending))  # validated by store.load
         finished = state.final_prompts  # id -> hash of the prompt its final record answered
         self._result_bytes.used = state.final_bytes
         self.log.info(
             "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
-            "%d background response(s) to re-attach, model=%s tier=%s concurrency=%d mode=%s",
+            "%d non-retryable failure(s) to redo (redo_failed=%s), %d background response(s) to re-attach, "
+            "model=%s tier=%s concurrency=%d mode=%s",
             len(finished),
             len(state.retryable_ids),
+            len(state.redo_ids),
+            self.options.redo_failed,
             len(state.pending),
             self.spec.model,
             self.spec.service_tier,

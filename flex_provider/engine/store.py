@@ -19,7 +19,9 @@ has a final record. If two copies of a trigger ever overlap, an id can land in t
 compacts those so the output holds each id exactly once. Which record of an id wins: the newest
 record's ``prompt_hash`` (a hash of the prompt sent) names the current prompt; only records with
 that hash, or with none (older versions wrote none), can win; among them a success beats a failure,
-then newer beats older. An answer to a prompt that has since changed is stale and never wins.
+then newer beats older (a newer failure beats an older failure too). An answer to a prompt that has
+since changed is stale and never wins. ``load`` counts an item as done when its winner is final (a
+success, or a failure no new attempt can fix): what the output keeps is what was done.
 
 Damage is survived where that is safe: a line that is not a record (a torn last line after a crash,
 a truncated file, anything but an object with a string ``id`` and a known ``status``) counts as no
@@ -139,6 +141,8 @@ class StoreState:
     # item id -> prompt_hash of its final record (None for a record without one, from an older version)
     final_prompts: dict[str, str | None] = field(default_factory=dict)
     retryable_ids: set[str] = field(default_factory=set)
+    # load(redo_failed="all"): ids whose final record is a failure, to be sent again (not in final_prompts)
+    redo_ids: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> background entry
     final_bytes: int = 0  # UTF-8 size of the lines of the final records (what the output will hold)
 
@@ -175,12 +179,11 @@ class _Tally:
     The newest record's prompt_hash is the current prompt; only records with that hash, or with
     none (older versions wrote none; they match any hash), can win."""
 
-    __slots__ = ("best", "final", "newest")
+    __slots__ = ("best", "newest")
 
     def __init__(self, first: _Entry) -> None:
         self.newest = first
         self.best: dict[str | None, _Entry] = {first[2]: first}  # prompt_hash -> best record
-        self.final: dict[str | None, _Entry] = {first[2]: first} if first[5] else {}  # -> best final
 
     def add(self, entry: _Entry) -> None:
         if entry[1] > self.newest[1]:  # on a tie the record met first stays
@@ -189,10 +192,6 @@ class _Tally:
         best = self.best.get(prompt_hash)
         if best is None or rank > best[:2]:
             self.best[prompt_hash] = entry
-        if entry[5]:
-            final = self.final.get(prompt_hash)
-            if final is None or rank > final[:2]:
-                self.final[prompt_hash] = entry
 
     def _pick(self, by_hash: dict[str | None, _Entry]) -> _Entry | None:
         current = self.newest[2]
@@ -205,9 +204,6 @@ class _Tally:
 
     def winner(self) -> _Entry:
         return self._pick(self.best) or self.newest
-
-    def best_final(self) -> _Entry | None:
-        return self._pick(self.final)
 
 
 class ResultStore:
@@ -289,15 +285,22 @@ class ResultStore:
                     tally.add(entry)
         return tallies
 
-    def load(self) -> StoreState:
+    def load(self, redo_failed: str = "retryable") -> StoreState:
         """What is done: an item is final if a final record answers its current prompt (the
-        prompt_hash of its newest record); retryable if it only has retryable failures for it."""
+        prompt_hash of its newest record); retryable if it only has retryable failures for it.
+
+        ``redo_failed="all"``: an item whose final record is a failure is not done either
+        (``redo_ids``): it is sent again, and its new record wins in ``finalize`` (a success beats a
+        failure, a newer failure beats an older one)."""
         state = StoreState()
         skipped: dict[str, int] = {}
         for rid, tally in self._tallies(skipped).items():
-            final = tally.best_final() if isinstance(tally, _Tally) else (tally if tally[5] else None)
+            winner = tally.winner() if isinstance(tally, _Tally) else tally
+            final = winner if winner[5] else None  # what finalize keeps is what counts as done
             if final is None:
                 state.retryable_ids.add(rid)
+            elif redo_failed == "all" and final[0] == 0:
+                state.redo_ids.add(rid)
             else:
                 state.final_prompts[rid] = final[2]
                 state.final_bytes += final[6]

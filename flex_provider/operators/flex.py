@@ -31,7 +31,7 @@ from flex_provider.engine.config import (
 )
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.items import PromptBuilder
-from flex_provider.engine.records import as_summary
+from flex_provider.engine.records import RunSummary, as_summary, failure_text, summary_lines
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
@@ -120,6 +120,10 @@ class FlexLLMOperator(BaseOperator):
     :param output_path: folder URI for ``*.jsonl`` part files and ``_manifest.json``; the task then
         returns the summary. Without it, records go to XCom.
     :param max_failed: failed items tolerated before the task fails: a count or a share (0.01 = 1%).
+    :param redo_failed: which failed items a retry or clear of the task sends again: ``"retryable"``
+        (default: only those whose failure was retryable, e.g. flex unavailable until the budget ran
+        out) or ``"all"`` (every failed item, e.g. once the cause of a 400/404 was fixed). Successes
+        are always kept and never paid for twice.
     :param submit_mode: ``"inline"`` (wait on each request) or ``"background"`` (Responses API
         ``background=True``; response ids are checkpointed and polled, surviving restarts).
     :param checkpoint_root: where XCom-mode runs checkpoint (default ``$AIRFLOW_HOME/flex_checkpoints``
@@ -162,6 +166,7 @@ class FlexLLMOperator(BaseOperator):
         retry: RetryPolicy | dict[str, Any] | None = None,
         output_path: Any = None,
         max_failed: int | float = 0,
+        redo_failed: str = "retryable",
         submit_mode: str = "inline",
         checkpoint_root: str | None = None,
         poll_interval: float = 5.0,
@@ -225,6 +230,7 @@ class FlexLLMOperator(BaseOperator):
             prices=prices,
             # XCom mode: the engine stops sending once the finished records could not fit anyway.
             max_result_bytes=xcom_max_bytes if output_path is None else None,
+            redo_failed=redo_failed,  # type: ignore[arg-type]
         )
         if submit_mode == "background" and api != "responses":
             raise FlexInputError(
@@ -352,6 +358,26 @@ class FlexLLMOperator(BaseOperator):
         if outstanding:
             self.log.info("flex on_kill: cancelled %d of %d outstanding background response(s)", cancelled, outstanding)
 
+    def _too_many_failures(self, summary: RunSummary, work_uri: str) -> str:
+        """Why the task fails: the failures by reason, with counts and the server's messages, and
+        what to do about them."""
+        failures = summary["failures"]
+        reasons = "; ".join(failure_text(group) for group in failures) or f"ids {summary['failed_ids']}"
+        final = sum(group["count"] for group in failures if not group["retryable"])
+        advice = "Fix the cause, then clear the task (or let it retry): "
+        if final and self.run_options.redo_failed != "all":
+            advice += (
+                f"retryable failures are sent again, but the {final} not retryable one(s) are kept as final "
+                'unless the task sets redo_failed="all", which sends every failed item again '
+                "(successes are kept and not paid for twice)."
+            )
+        else:
+            advice += "the failed items are sent again; successes are kept and not paid for twice."
+        return (
+            f"{summary['failed']} of {summary['total']} item(s) failed, more than max_failed={self.max_failed}. "
+            f"Failures by reason: {reasons}. {advice} All results, failures included, are at {work_uri}."
+        )
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         result = FlexEvent.from_payload(event)
         work_uri = result.work_uri
@@ -363,20 +389,11 @@ class FlexLLMOperator(BaseOperator):
             )
         store = ResultStore(storage_path(work_uri))
         summary = as_summary(store.read_manifest(), f"{work_uri}/_manifest.json")
-        self.log.info(
-            "flex summary: total=%s succeeded=%s failed=%s requests=%s unavailable(429)=%s fallbacks=%s "
-            "usage=%s cost_usd=%s duration_s=%s results=%s",
-            summary["total"],
-            summary["succeeded"],
-            summary["failed"],
-            summary["requests"],
-            summary["unavailable"],
-            summary["fallbacks"],
-            summary["usage"],
-            summary["cost_usd"],
-            summary["duration_s"],
-            work_uri,
-        )
+        lines = summary_lines(summary)
+        self.log.info("flex summary: %s; results at %s", lines[0], work_uri)
+        self.log.info("flex summary: %s", lines[1])
+        for line in lines[2:]:  # failures by reason
+            self.log.warning("flex summary: %s", line)
         total, failed = summary["total"], summary["failed"]
         if self.input is not None:
             record = next(store.iter_records(), None)
@@ -385,10 +402,7 @@ class FlexLLMOperator(BaseOperator):
                 raise AirflowException(f"flex request failed: {error.get('type')}: {error.get('message')}")
             return record["output"]
         if failed > allowed_failures(self.max_failed, total):
-            raise AirflowException(
-                f"{failed} of {total} item(s) failed, more than max_failed={self.max_failed}. "
-                f"First failed ids: {summary['failed_ids']}. All results, failures included, are at {work_uri}."
-            )
+            raise AirflowException(self._too_many_failures(summary, work_uri))
         if self.output_path is not None:
             return {key: value for key, value in summary.items() if key != "parts"}  # the RunSummary, small
         records = sorted(store.iter_records(), key=lambda r: r.get("index", 0))  # input order

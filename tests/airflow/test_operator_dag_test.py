@@ -67,7 +67,9 @@ def test_single_input_returns_output_text(airflow_db, emu) -> None:
 
 def test_output_path_writes_parts_and_manifest_and_returns_summary(airflow_db, emu, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"id": f"t{i}", "subject": f"S{i}", "body": f"B{i}"}) + "\n" for i in range(25)))
+    source.write_text(
+        "".join(json.dumps({"id": f"t{i}", "subject": f"S{i}", "body": f"B{i}"}) + "\n" for i in range(25))
+    )
     out = tmp_path / "out"
     dag = write_dag(
         """
@@ -144,6 +146,43 @@ def test_rejected_model_item_errors_carry_server_message(airflow_db, emu, tmp_pa
     assert len(errors) == 2
     assert all(e["status_code"] == 404 and "gpt-nope" in e["message"] for e in errors)
     assert emu.stats()["requests"] == 2  # no retries on a 404
+
+
+def test_max_failed_error_names_failures_by_reason_and_redo_failed_all_sends_them_again(
+    airflow_db, emu, tmp_path: Path, capfd
+) -> None:
+    from flex_provider.emulator.config import DEFAULT_FLEX_MODELS, DEFAULT_MODELS
+
+    out = tmp_path / "out"
+    body = """
+        FlexLLMOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-nope", items=["a", "b"], output_path={out!r},
+                        max_concurrency=1{extra})
+        """
+    assert task_states(write_dag(body, out=f"file://{out}", extra="").test()) == {"enrich": "failed"}
+    printed = capfd.readouterr()
+    text = printed.out + printed.err
+    assert "2 of 2 item(s) failed, more than max_failed=0. Failures by reason: 2 x NotFoundError 404 " in text
+    assert "model_not_found (not retryable): The model `gpt-nope` does not exist" in text
+    assert 'the 2 not retryable one(s) are kept as final unless the task sets redo_failed="all"' in text
+    assert "flex summary: 2 item(s): succeeded 0, failed 2; requests 2 " in text
+    assert "flex summary: tokens in 0 (cached 0) out 0; cost $0.0000 vs $0.0000 standard, saved $0.0000;" in text
+    assert "usage={" not in text and "cost_usd={" not in text  # no dict reprs
+
+    emu.update(models=[*DEFAULT_MODELS, "gpt-nope"], flex_models=[*DEFAULT_FLEX_MODELS, "gpt-nope"])  # fixed
+    emu.reset()
+    run = write_dag(body, out=f"file://{out}", extra=', redo_failed="all"').test()
+    assert task_states(run) == {"enrich": "success"}
+    summary = xcom(run, "enrich")
+    assert (summary["succeeded"], summary["failed"], summary["failures"]) == (2, 0, [])
+    assert emu.stats()["requests"] == 2
+
+
+def test_redo_failed_is_checked_at_parse_time() -> None:
+    from flex_provider.engine.errors import FlexInputError
+    from flex_provider.operators.flex import FlexLLMOperator
+
+    with pytest.raises(FlexInputError, match=r"^redo_failed: expected 'retryable'"):
+        FlexLLMOperator(task_id="t", model="gpt-5-mini", items=["a"], redo_failed="failed")
 
 
 def test_api_key_never_in_logs_xcom_or_outputs(airflow_db, emu, tmp_path: Path, capfd) -> None:

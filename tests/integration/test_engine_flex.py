@@ -231,3 +231,40 @@ async def test_resuming_with_a_different_request_is_refused(emu, tmp_path: Path)
     # retry settings and timeouts are not part of the request: resuming with them changed is fine
     summary = await make_engine(emu, tmp_path, API_KEY, spec={"timeout": 30}, max_concurrency=2).run(make_items(3))
     assert summary["this_run"]["resumed"] == 3
+
+
+async def test_redo_failed_all_sends_only_the_failed_items_again_once_the_cause_is_fixed(emu, tmp_path: Path) -> None:
+    """The server refused the model (404, not retryable) for two items; after the fix a plain
+    retry sends nothing (those failures are final), redo_failed="all" sends exactly those two."""
+    from flex_provider.emulator.config import DEFAULT_MODELS
+
+    items = make_items(5)
+    summary = await make_engine(emu, tmp_path, API_KEY).run(items[:3], total=3)
+    assert summary["succeeded"] == 3
+
+    emu.update(models=[m for m in DEFAULT_MODELS if m != "gpt-5-mini"])  # the server refuses the model
+    # one at a time, two items: below the three-in-a-row that stops a run, so they fail per item
+    summary = await make_engine(emu, tmp_path, API_KEY, max_concurrency=1).run(items, total=5)
+    assert (summary["succeeded"], summary["failed"], summary["this_run"]["requests"]) == (3, 2, 2)
+    [group] = summary["failures"]
+    assert (group["type"], group["status_code"], group["code"], group["count"]) == (
+        "NotFoundError",
+        404,
+        "model_not_found",
+        2,
+    )
+    assert group["retryable"] is False and group["sample_ids"] == ["ticket-3", "ticket-4"]
+    assert "gpt-5-mini" in group["sample_message"]
+
+    emu.update(models=list(DEFAULT_MODELS))  # the cause is fixed
+    summary = await make_engine(emu, tmp_path, API_KEY).run(items, total=5)
+    assert summary["this_run"]["requests"] == 0 and summary["failed"] == 2  # default: final failures stay
+
+    emu.reset()
+    summary = await make_engine(emu, tmp_path, API_KEY, redo_failed="all").run(items, total=5)
+    assert summary["this_run"]["requests"] == 2 and summary["this_run"]["resumed"] == 3
+    assert (summary["succeeded"], summary["failed"], summary["failures"]) == (5, 0, [])
+    assert emu.stats()["requests"] == 2  # only the two failed items reached the server
+    out = records(tmp_path)
+    assert sorted(r["id"] for r in out) == [f"ticket-{i}" for i in range(5)]  # each once: the failures replaced
+    assert all(r["status"] == "succeeded" for r in out)

@@ -147,6 +147,8 @@ def test_retry_policy_zero_waits_allowed():
         ({"flush_interval_s": -1}, r"^flush_interval_s: "),
         ({"progress_interval_s": None}, r"^progress_interval_s: expected a number"),
         ({"flush_every": 0}, r"^flush_every: expected an integer >= 1"),
+        ({"redo_failed": "failed"}, r"^redo_failed: expected 'retryable' .* or 'all' .*, got 'failed'"),
+        ({"redo_failed": None}, r"^redo_failed: "),
     ],
 )
 def test_run_options_errors_name_the_field(kwargs, pattern):
@@ -160,6 +162,7 @@ def test_run_options_round_trip_rebuilds_retry_policy():
         on_unavailable="fallback",
         retry=RetryPolicy(max_attempts=3, jitter_s=0),
         submit_mode="background",
+        redo_failed="all",
         prices={"my-model": {"input": 1.0, "cached_input": 0.5, "output": 2.0}},
     )
     data = json.loads(json.dumps(to_dict(options)))
@@ -180,6 +183,13 @@ def test_run_options_from_dict_without_retry_uses_defaults():
     assert run_options_from_dict({"max_concurrency": 2}).retry == RetryPolicy()
 
 
+def test_run_options_from_a_payload_without_redo_failed_redo_only_retryable_failures():
+    """A trigger payload written before redo_failed existed."""
+    assert RunOptions().redo_failed == "retryable"
+    assert run_options_from_dict({"max_concurrency": 2}).redo_failed == "retryable"
+    assert run_options_from_dict({"redo_failed": "all"}).redo_failed == "all"
+
+
 def test_run_options_from_dict_validates_retry_values_but_tolerates_unknown_keys():
     """Payloads cross releases (a trigger in flight during an upgrade): unknown keys are ignored,
     missing ones take defaults, but values are still validated."""
@@ -195,9 +205,12 @@ def test_request_spec_from_dict_tolerates_unknown_keys_and_fingerprint_is_stable
     spec = request_spec_from_dict({"model": "m", "instructions": "i", "prompt_template": "{{ item.x }}", "future": 1})
     assert spec == RequestSpec(model="m", instructions="i", prompt_template="{{ item.x }}")
     # The digest of release 0.1 (which hashed these fields, tier and timeout left out): frozen.
-    assert spec.fingerprint() == RequestSpec(
-        model="m", instructions="i", prompt_template="{{ item.x }}", service_tier="default", timeout=5
-    ).fingerprint()
+    assert (
+        spec.fingerprint()
+        == RequestSpec(
+            model="m", instructions="i", prompt_template="{{ item.x }}", service_tier="default", timeout=5
+        ).fingerprint()
+    )
     assert spec.fingerprint() != RequestSpec(model="m", instructions="i").fingerprint()
 
 
@@ -252,7 +265,10 @@ def test_max_result_bytes_must_be_a_positive_int(bad):
     [
         ({"extra_body": {"model": "gpt-4o"}}, r"request_options\.extra_body\.model"),
         ({"extra_body": {"service_tier": "default", "top_p": 1}}, r"request_options\.extra_body\.service_tier"),
-        ({"extra_body": {"input": "x", "stream": True}}, r"request_options\.extra_body\.input, request_options\.extra_body\.stream"),
+        (
+            {"extra_body": {"input": "x", "stream": True}},
+            r"request_options\.extra_body\.input, request_options\.extra_body\.stream",
+        ),
         ({"extra_query": {"model": "x"}}, r"request_options\.extra_query\.model"),
         ({"extra_headers": {"Authorization": "Bearer x"}}, r"request_options\.extra_headers\.Authorization"),
         ({"extra_headers": {"authorization": "Bearer x"}}, r"request_options\.extra_headers\.authorization"),
@@ -295,7 +311,10 @@ def test_text_options_other_than_format_allowed_with_response_format():
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"instructions": "Be brief \ud83d."}, r"^instructions: holds an unpaired surrogate \(\\ud83d at character 9\)"),
+        (
+            {"instructions": "Be brief \ud83d."},
+            r"^instructions: holds an unpaired surrogate \(\\ud83d at character 9\)",
+        ),
         ({"model": "gpt\udc00"}, r"^model: holds an unpaired surrogate"),
         ({"request_options": {"metadata": {"k": "v\ud800"}}}, r"^request_options: holds an unpaired surrogate"),
         ({"request_options": {"temperature": object()}}, r"^request_options: not JSON-serialisable"),

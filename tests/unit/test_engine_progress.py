@@ -29,10 +29,19 @@ def test_line_reports_counts_tokens_and_money():
     counters.cost = CostTally(actual=0.5, standard_equivalent=1.25)
     line = counters.line(total=20)
     assert line.startswith("flex progress: done 9/20 (succeeded 7, failed 2, resumed 1), in flight 3, requests 15, ")
-    assert "429 unavailable 4, rate limited 0" in line
-    assert "tokens in/out 1234/56" in line
+    assert "unavailable(429) 4, rate-limited(429) 0, transient errors 0, fallbacks 0" in line
+    assert "tokens in 1,234 out 56" in line
     assert "cost $0.5000 (saved $0.7500)" in line
     assert re.search(r"elapsed \d+s$", line)
+
+
+def test_line_is_one_line_with_thousands_separators_and_says_errors_are_transient():
+    counters = RunCounters(succeeded=12345, requests=23456, unavailable=1500, transient_errors=2)
+    line = counters.line(total=20000)
+    assert "\n" not in line
+    assert line.startswith("flex progress: done 12,345/20,000 (succeeded 12,345, failed 0, resumed 0)")
+    assert "requests 23,456, unavailable(429) 1,500, " in line and "transient errors 2, " in line
+    assert "429 unavailable" not in line and ", errors " not in line
 
 
 def test_line_without_total():

@@ -63,7 +63,7 @@ HEADER_KEYS = [
     "finished_at",
 ]
 THIS_RUN_KEYS = ["requests", "resumed", "processed", "duplicates_in_input", "prompt_changed", "background_reattached"]
-TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "usage", "cost_usd"]
+TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "failures", "usage", "cost_usd"]
 KEY = "sk-test-records-0123456789abcdef"
 
 
@@ -262,6 +262,57 @@ def test_summarize_records_totals_usage_cost_and_names_the_first_failures():
     assert totals["cost_usd"]["actual"] > 0
 
 
+def _failed(
+    rid: str,
+    kind: str = "NotFoundError",
+    code: str | None = "model_not_found",
+    status: int | None = 404,
+    retryable: bool = False,
+    message: str = "The model 'gpt-x' does not exist",
+) -> dict:
+    error = {"type": kind, "status_code": status, "code": code, "message": message, "retryable": retryable}
+    return {"id": rid, "status": "failed", "output": None, "usage": None, "error": error}
+
+
+def test_summarize_records_groups_failures_by_kind_biggest_first_with_samples():
+    records = [
+        {"id": "ok", "status": "succeeded", "usage": None, "output": "secret answer"},
+        _failed("t-1", "OutputValidationError", None, None, message="output does not match response_format"),
+        *(_failed(f"m-{n}", message=f"The model 'gpt-x' does not exist ({n})" + "x" * 400) for n in range(7)),
+        _failed("r-1", "RateLimitError", "rate_limit_exceeded", 429, retryable=True, message="Rate limit reached"),
+        _failed("r-2", "RateLimitError", "rate_limit_exceeded", 429, retryable=True, message="Rate limit again"),
+        {"id": "odd", "status": "failed", "error": "not a dict"},
+    ]
+    failures = summarize_records(records, PriceTable(), "gpt-5-mini")["failures"]
+
+    assert [(g["type"], g["code"], g["status_code"], g["count"], g["retryable"]) for g in failures] == [
+        ("NotFoundError", "model_not_found", 404, 7, False),
+        ("RateLimitError", "rate_limit_exceeded", 429, 2, True),
+        ("OutputValidationError", None, None, 1, False),  # ties: first met first
+        ("unknown", None, None, 1, False),
+    ]
+    top = failures[0]
+    assert list(top) == ["type", "code", "status_code", "count", "retryable", "sample_message", "sample_ids"]
+    assert top["sample_ids"] == ["m-0", "m-1", "m-2", "m-3", "m-4"]
+    assert top["sample_message"].startswith("The model 'gpt-x' does not exist (0)")  # the first one
+    assert len(top["sample_message"]) == 300 and top["sample_message"].endswith("...")
+    assert failures[1]["sample_message"] == "Rate limit reached"
+    assert "secret answer" not in json.dumps(failures)
+    assert sum(g["count"] for g in failures) == 11
+
+
+def test_failures_show_at_most_twenty_groups_and_fold_the_rest_so_counts_add_up():
+    records = [_failed(f"{k}-{n}", f"Error{k}", retryable=k == 30) for k in range(300) for n in range(1 + (k < 3))]
+    totals = summarize_records(records, PriceTable(), "gpt-5-mini")
+    failures = totals["failures"]
+    assert len(failures) == 20
+    assert [g["type"] for g in failures[:3]] == ["Error0", "Error1", "Error2"]  # two each: the biggest
+    other = failures[-1]
+    assert other["type"] == "other" and other["code"] is None and other["retryable"] is True  # Error30 is in it
+    assert sum(g["count"] for g in failures) == totals["failed"] == 303
+    assert len(other["sample_ids"]) == 5
+
+
 def test_records_are_json_native():
     record = recorder().success(attempt(), Reply({"a": [1, 2]}, "flex", Usage(1, 0, 1, 0), "r", "m"))
     assert json.loads(json.dumps(record)) == record
@@ -289,7 +340,11 @@ def test_as_summary_accepts_a_manifest_and_names_what_is_missing():
 
     full = {key: 0 for key in RunSummary.__required_keys__}
     assert as_summary(full) is full
-    with pytest.raises(ValueError, match=r"^out/_manifest.json: not a run summary of this provider, missing \['total'\]"):
+    older = {key: 0 for key in RunSummary.__required_keys__ if key != "failures"}  # written before failures
+    assert as_summary(older)["failures"] == []
+    with pytest.raises(
+        ValueError, match=r"^out/_manifest.json: not a run summary of this provider, missing \['total'\]"
+    ):
         as_summary({k: v for k, v in full.items() if k != "total"}, "out/_manifest.json")
     with pytest.raises(ValueError, match=r"expected a run summary \(a JSON object\), got list"):
         as_summary([1])

@@ -592,3 +592,42 @@ def test_a_record_without_a_usable_finished_at_counts_as_oldest(tmp_path):
     store = ResultStore(tmp_path, session=S(2))
     assert list(store.iter_records()) == [newer]
     assert store.load().final_prompts == {"a": "h2"}
+
+
+def test_redo_failed_all_sends_final_failures_again_and_keeps_successes(tmp_path):
+    first = [ok("a", T(1)), failed("b", T(1), retryable=False), failed("c", T(1), retryable=True)]
+    ResultStore(tmp_path, session=S(1)).write_part(first)
+    line = line_bytes(ok("a", T(1)))
+
+    default = ResultStore(tmp_path, session=S(2)).load()
+    assert (set(default.final_ids), default.retryable_ids, default.redo_ids) == ({"a", "b"}, {"c"}, set())
+
+    redo = ResultStore(tmp_path, session=S(2)).load(redo_failed="all")
+    assert (set(redo.final_ids), redo.retryable_ids, redo.redo_ids) == ({"a"}, {"c"}, {"b"})
+    assert redo.final_bytes == line  # the failure's line will be replaced: it does not count
+
+
+def test_a_newer_failure_beats_an_older_failure_and_a_success_beats_both(tmp_path):
+    old = failed("a", T(1), retryable=False)
+    newer = {**failed("a", T(2), retryable=False), "error": {"type": "Y", "message": "new", "retryable": False}}
+    ResultStore(tmp_path, session=S(1)).write_part([old, failed("b", T(1), retryable=False)])
+    ResultStore(tmp_path, session=S(2)).write_part([newer, ok("b", T(2))])
+    ResultStore(tmp_path, session=S(3)).write_part([failed("b", T(3), retryable=False)])
+    store = ResultStore(tmp_path, session=S(4))
+    assert {r["id"]: r for r in store.iter_records()} == {"a": newer, "b": ok("b", T(2))}
+    store.finalize({})
+    assert sorted((r["id"], r["finished_at"]) for p in store.part_files() for r in read_lines(p)) == [
+        ("a", T(2)),
+        ("b", T(2)),
+    ]
+
+
+def test_a_newer_retryable_failure_after_a_final_one_is_retried_as_the_output_shows(tmp_path):
+    """A redone item (redo_failed="all") that now fails transiently: the output holds the newer,
+    retryable failure, so a plain retry sends it again too."""
+    ResultStore(tmp_path, session=S(1)).write_part([failed("a", T(1), retryable=False)])
+    ResultStore(tmp_path, session=S(2)).write_part([failed("a", T(2), retryable=True)])
+    store = ResultStore(tmp_path, session=S(3))
+    assert [r["finished_at"] for r in store.iter_records()] == [T(2)]
+    state = store.load()
+    assert set(state.final_ids) == set() and state.retryable_ids == {"a"}
