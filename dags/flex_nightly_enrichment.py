@@ -1,34 +1,42 @@
 """Nightly enrichment of support tickets on OpenAI Flex processing (half price, slower).
 
-**What it shows.** ``enrich_tickets`` sends every ticket of a JSON Lines file through
-``FlexLLMOperator`` with ``service_tier="flex"`` and a Pydantic ``response_format``, so each record's
-``output`` is a parsed ``TicketEnrichment`` (category, sentiment, urgency, language, one-sentence
+**What it shows.** `enrich_tickets` sends every ticket of a JSON Lines file through
+`FlexLLMOperator` with `service_tier="flex"` and a Pydantic `response_format`, so each record's
+`output` is a parsed `TicketEnrichment` (category, sentiment, urgency, language, one-sentence
 summary, needs_human). The task defers: the requests run in the triggerer and no worker slot is held
-while flex is slow. Results go to object storage as ``part-*.jsonl`` files plus ``_manifest.json``,
+while flex is slow. Results go to object storage as `part-*.jsonl` files plus `_manifest.json`,
 one folder per logical date (re-running a date resumes and pays only for missing tickets); XCom
-carries only a small summary. ``report`` reads the manifest and parts back through
-``ObjectStoragePath`` and logs counts per category/sentiment and the money flex saved. It never logs
-ticket texts.
+carries only a small summary. `report` reads the manifest and parts back through
+`ObjectStoragePath` and logs counts per category/sentiment, failures by reason and the money flex
+saved. It never logs ticket texts.
 
-**How to run.** Set ``OPENAI_API_KEY`` (or create the ``openai_default`` connection), then::
+**How to run.** Set `OPENAI_API_KEY` (or create the `openai_default` connection), then:
 
-    airflow dags test flex_nightly_enrichment
+```bash
+airflow dags test flex_nightly_enrichment
+```
 
-Without a key, point ``OPENAI_BASE_URL`` at the project's emulator (``python -m flex_provider.emulator``).
+Without a key, point `OPENAI_BASE_URL` at the project's emulator (`python -m flex_provider.emulator`).
+
+**If tickets failed** (the task fails above `max_failed`, 1%): its error names the failures by
+reason. Fix the cause, then clear the task: retryable failures are sent again. Failures that are not
+retryable (a 400 or 404, say) are sent again only with `redo_failed="all"`; tickets already enriched
+are kept and not paid for twice.
 
 **Settings** (an Airflow Variable wins over the environment variable, which wins over the default):
 
-- input: Variable ``flex_demo_input`` / env ``FLEX_DEMO_INPUT``; default: the bundled
-  ``data/support_tickets.jsonl`` (262 fictional tickets, rebuilt by ``scripts/make_support_tickets.py``).
-- output root: Variable ``flex_output_root`` / env ``FLEX_DEMO_OUTPUT_ROOT``; default
-  ``file:///tmp/flex_provider_results``. Any ObjectStoragePath URI works (``s3://...`` needs the
-  Amazon provider). Results land in ``<root>/nightly/<YYYY-MM-DD>``.
-- model: env ``FLEX_DEMO_MODEL``, default ``gpt-5-mini``.
+- input: Variable `flex_demo_input` / env `FLEX_DEMO_INPUT`; default: the bundled
+  `data/support_tickets.jsonl` (262 fictional tickets, rebuilt by `scripts/make_support_tickets.py`).
+- output root: Variable `flex_output_root` / env `FLEX_DEMO_OUTPUT_ROOT`; default
+  `file:///tmp/flex_provider_results`. Any ObjectStoragePath URI works (`s3://...` needs the
+  Amazon provider). Results land in `<root>/nightly/<YYYY-MM-DD>`.
+- model: env `FLEX_DEMO_MODEL`, default `gpt-5-mini`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -38,13 +46,17 @@ import pendulum
 from airflow.sdk import DAG, ObjectStoragePath, task
 from pydantic import BaseModel, Field
 
-from flex_provider.engine.records import RunSummary, as_summary
+from flex_provider.engine.records import RunSummary, as_summary, summary_lines
 from flex_provider.operators.flex import FlexLLMOperator
 
 BUNDLED_CORPUS = (Path(__file__).parent / "data" / "support_tickets.jsonl").resolve().as_uri()
 DEFAULT_INPUT = os.environ.get("FLEX_DEMO_INPUT") or BUNDLED_CORPUS
 DEFAULT_OUTPUT_ROOT = os.environ.get("FLEX_DEMO_OUTPUT_ROOT") or "file:///tmp/flex_provider_results"
 MODEL = os.environ.get("FLEX_DEMO_MODEL") or "gpt-5-mini"
+
+# Task code logs through the task logger: the lines show in the task log as they are (print() output
+# lands in a collapsed group).
+log = logging.getLogger("airflow.task")
 
 Category = Literal[
     "billing_payments",
@@ -142,22 +154,13 @@ with DAG(
                         counter[str(output.get(key, "?"))] += 1
                     needs_human += bool(output.get("needs_human"))
 
-        cost = manifest["cost_usd"]
-        actual, saved = float(cost.get("actual", 0.0)), float(cost.get("saved", 0.0))
-        lines = [
-            f"Flex enrichment report for {root}",
-            f"  tickets: {manifest['total']} total, {manifest['succeeded']} enriched, "
-            f"{manifest['failed']} failed; {manifest['requests']} requests, "
-            f"{manifest['unavailable']} flex 429s, {manifest['fallbacks']} fallbacks to standard",
-            f"  needs a human: {needs_human}",
-        ]
+        log.info("Flex enrichment report for %s", root)
+        for line in summary_lines(manifest):  # counts, tokens, cost and saved, failures by reason
+            log.info("  %s", line)
+        log.info("  needs a human: %d", needs_human)
         for key, counter in counts.items():
-            lines.append(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(counter.items())))
-        lines.append(
-            f"  cost: ${actual:.4f} on flex vs ${float(cost.get('standard_equivalent', 0.0)):.4f} standard, "
-            f"saved ${saved:.4f}; took {manifest['duration_s']} s"
-        )
-        print("\n".join(lines))
+            log.info("  %s: %s", key, ", ".join(f"{k}={v}" for k, v in sorted(counter.items())))
+        saved = float(manifest["cost_usd"].get("saved", 0.0))
         return {
             "categories": dict(counts["category"]),
             "sentiments": dict(counts["sentiment"]),

@@ -6,6 +6,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Admin > Providers links the package name here (without one, to an airflow.apache.org page that
+# does not exist for a third-party provider).
+DOCUMENTATION_URL = "https://github.com/flex-provider/airflow-provider-openai-flex#readme"
+
 
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
@@ -14,6 +18,9 @@ def get_provider_info() -> dict[str, Any]:
         "name": "OpenAI Flex",
         "description": "Bulk LLM enrichment on OpenAI Flex processing: deferrable, checkpointed, flex-aware.",
         "versions": [__version__],
+        # Airflow 3.3's ProvidersManager replaces this key with the distribution's
+        # ``Project-URL: Documentation`` (pyproject ``[project.urls] Documentation``), None if absent.
+        "documentation-url": DOCUMENTATION_URL,
         "connection-types": [
             {
                 "connection-type": "openai_flex",
