@@ -21,6 +21,7 @@ def get_provider_info() -> dict[str, Any]:
         # Airflow 3.3's ProvidersManager replaces this key with the distribution's
         # ``Project-URL: Documentation`` (pyproject ``[project.urls] Documentation``), None if absent.
         "documentation-url": DOCUMENTATION_URL,
+        "extra-links": ["flex_provider.links.FlexResultsLink"],
         "connection-types": [
             {
                 "connection-type": "openai_flex",

@@ -16,10 +16,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Asset, BaseOperator, Context
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
+from flex_provider.assets import asset_extra
 from flex_provider.engine.config import (
     API_CHOICES,
     SERVICE_TIERS,
@@ -35,6 +36,7 @@ from flex_provider.engine.records import RunSummary, as_summary, failure_text, s
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
+from flex_provider.links import RESULTS_XCOM_KEY, FlexResultsLink
 from flex_provider.triggers.flex import FlexTrigger
 from flex_provider.utils.storage import (
     checked_path,
@@ -145,6 +147,7 @@ class FlexLLMOperator(BaseOperator):
     )
     template_fields_renderers = {"instructions": "md", "input": "md", "items": "json", "request_options": "json"}
     ui_color = "#d9f2e6"
+    operator_extra_links = (FlexResultsLink(),)
 
     def __init__(
         self,
@@ -328,6 +331,8 @@ class FlexLLMOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         settings = FlexHook(conn_id=self.conn_id).get_settings()  # no key anywhere: fail now, not deferred
         job = self.build_job(context)
+        # Where the results are (output_path, or the checkpoint folder): the "Flex results" link.
+        context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=job.work_uri)
         self.log.info(
             "flex task: %d item(s), model=%s, tier=%s, api=%s, concurrency=%d, results at %s",
             job.total,
@@ -395,6 +400,11 @@ class FlexLLMOperator(BaseOperator):
         for line in lines[2:]:  # failures by reason
             self.log.warning("flex summary: %s", line)
         total, failed = summary["total"], summary["failed"]
+        if self.outlets:  # a downstream DAG scheduled on the asset learns where the results are
+            extra = asset_extra(summary)
+            for outlet in self.outlets:
+                if isinstance(outlet, Asset):
+                    context["outlet_events"][outlet].extra.update(extra)
         if self.input is not None:
             record = next(store.iter_records(), None)
             if record is None or record.get("status") != "succeeded":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,10 +12,11 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.operators.flex import FlexLLMOperator
 from tests.airflow.conftest import CONN_ID
+from tests.fakes import FakeTI
 
 
 def context(task_id: str = "t") -> dict[str, Any]:
-    ti = SimpleNamespace(dag_id="d", run_id="manual__2026-01-01T00:00:00+00:00", task_id=task_id, map_index=-1)
+    ti = FakeTI(dag_id="d", run_id="manual__2026-01-01T00:00:00+00:00", task_id=task_id, map_index=-1)
     return {"ti": ti, "ds": "2026-01-01", "run_id": ti.run_id, "params": {}}
 
 

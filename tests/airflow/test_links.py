@@ -1,10 +1,5 @@
-"""The "Flex results" extra link and the asset event extra.
-
-``LinkedFlexOperator`` below is FlexLLMOperator plus exactly the additions proposed for the operator
-(push ``flex_results_uri`` in ``execute``, ``operator_extra_links``, outlet event extra in
-``execute_complete``), so the mechanism is proven through ``dag.test()`` before the operator carries
-them. ``test_operator_itself_*`` run against FlexLLMOperator and are skipped until it does.
-"""
+"""The "Flex results" extra link and the asset event extra, through ``dag.test()`` and the API
+server's view of the serialized task."""
 
 from __future__ import annotations
 
@@ -12,38 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk import Asset, Context
 
 from flex_provider.assets import asset_extra
-from flex_provider.engine.records import as_summary
 from flex_provider.engine.store import ResultStore
 from flex_provider.links import RESULTS_XCOM_KEY, FlexResultsLink, results_url
-from flex_provider.operators.flex import FlexLLMOperator
 from flex_provider.utils.storage import storage_path
 from tests.airflow.conftest import task_states, write_dag
 
 LINK_XCOM_KEY = FlexResultsLink().xcom_key  # where the task runner stores the computed link
-
-
-class LinkedFlexOperator(FlexLLMOperator):
-    """FlexLLMOperator with the proposed additions (see the report / flex_provider.links docs)."""
-
-    operator_extra_links = (FlexResultsLink(),)
-
-    def build_job(self, context: Context) -> Any:
-        job = super().build_job(context)
-        context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=job.work_uri)  # the proposed push
-        return job
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        result = super().execute_complete(context, event)
-        work_uri = event["work_uri"]
-        summary = as_summary(ResultStore(storage_path(work_uri)).read_manifest())
-        extra = asset_extra(summary)
-        for outlet in self.outlets:
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra.update(extra)
-        return result
 
 
 # -- unit ------------------------------------------------------------------------------------------
@@ -154,8 +125,7 @@ def test_link_and_asset_extra_through_dag_test(airflow_db, emu, tmp_path: Path) 
     dag = write_dag(
         """
         from airflow.sdk import Asset
-        from tests.airflow.test_links import LinkedFlexOperator
-        LinkedFlexOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-5-mini", items=["a", "b", "c"],
+        FlexLLMOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-5-mini", items=["a", "b", "c"],
                            output_path={out!r}, outlets=[Asset({asset!r})])
         """,
         out=f"file://{out}",
@@ -181,8 +151,7 @@ def test_link_and_asset_extra_through_dag_test(airflow_db, emu, tmp_path: Path) 
 def test_link_in_xcom_mode_points_at_the_checkpoint_folder(airflow_db, emu) -> None:
     dag = write_dag(
         """
-        from tests.airflow.test_links import LinkedFlexOperator
-        LinkedFlexOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-5-mini", items=["a"], deferrable=False)
+        FlexLLMOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-5-mini", items=["a"], deferrable=False)
         """
     )
     run = dag.test()
@@ -192,16 +161,8 @@ def test_link_in_xcom_mode_points_at_the_checkpoint_folder(airflow_db, emu) -> N
     assert ResultStore(storage_path(link)).read_manifest()["succeeded"] == 1
 
 
-# -- the operator itself, once it carries the proposed lines --------------------------------------
-_OPERATOR_HAS_LINK = any(isinstance(link, FlexResultsLink) for link in FlexLLMOperator.operator_extra_links)
-
-
+# -- the operator itself ---------------------------------------------------------------------------
 @pytest.mark.integration
-@pytest.mark.skipif(
-    not _OPERATOR_HAS_LINK,
-    reason="enable once FlexLLMOperator has operator_extra_links=(FlexResultsLink(),), pushes "
-    "flex_results_uri and sets the outlet event extra in execute_complete",
-)
 def test_operator_itself_sets_link_and_asset_extra(airflow_db, emu, tmp_path: Path) -> None:
     out = tmp_path / "out"
     asset_uri = f"file://{tmp_path}/enriched"
@@ -231,9 +192,7 @@ def test_registered_extra_links_import_as_operator_links() -> None:
 
     from flex_provider import get_provider_info
 
-    names = get_provider_info().get("extra-links")
-    if not names:
-        pytest.skip('enable by adding "extra-links": ["flex_provider.links.FlexResultsLink"] to get_provider_info()')
+    names = get_provider_info()["extra-links"]
     assert "flex_provider.links.FlexResultsLink" in names
     for name in names:
         module, _, attr = name.rpartition(".")

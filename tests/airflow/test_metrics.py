@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from flex_provider.operators.flex import FlexLLMOperator
 from flex_provider.triggers.flex import FlexTrigger
 from tests.airflow.conftest import CONN_ID
 from tests.airflow.test_trigger import deferred_trigger, run_to_event
+from tests.fakes import FakeTI
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ async def test_trigger_path_emits_summary_totals_once(airflow_db, emu, tmp_path:
 
 
 def test_worker_path_emits_the_same_metrics(airflow_db, emu, tmp_path: Path, stats) -> None:
-    ti = SimpleNamespace(dag_id="dw", run_id="r1", task_id="tw", map_index=-1)
+    ti = FakeTI(dag_id="dw", run_id="r1", task_id="tw", map_index=-1)
     op = FlexLLMOperator(
         task_id="tw",
         conn_id=CONN_ID,

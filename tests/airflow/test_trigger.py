@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -14,13 +13,14 @@ from flex_provider.engine.store import ResultStore
 from flex_provider.operators.flex import FlexLLMOperator
 from flex_provider.triggers.flex import FlexTrigger
 from tests.airflow.conftest import API_KEY, CONN_ID
+from tests.fakes import FakeTI
 
 pytestmark = pytest.mark.integration
 
 
 def deferred_trigger(tmp_path: Path, **kwargs) -> FlexTrigger:
     """The trigger exactly as the operator hands it to Airflow."""
-    ti = SimpleNamespace(dag_id="d", run_id="r1", task_id="t", map_index=-1)
+    ti = FakeTI(dag_id="d", run_id="r1", task_id="t", map_index=-1)
     op = FlexLLMOperator(task_id="t", conn_id=CONN_ID, model="gpt-5-mini", output_path=f"file://{tmp_path}", **kwargs)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({"ti": ti, "ds": "2026-01-01", "params": {}})
@@ -110,7 +110,7 @@ def test_on_kill_in_the_worker_path_cancels_outstanding_background_responses(air
     import time
 
     emu.update(latency_s=30)
-    ti = SimpleNamespace(dag_id="d", run_id="r1", task_id="t", map_index=-1)
+    ti = FakeTI(dag_id="d", run_id="r1", task_id="t", map_index=-1)
     op = FlexLLMOperator(
         task_id="t", conn_id=CONN_ID, model="gpt-5-mini", output_path=f"file://{tmp_path}", deferrable=False,
         items=[f"doc {i}" for i in range(4)], submit_mode="background", poll_interval=0.2,

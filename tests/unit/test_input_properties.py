@@ -13,7 +13,6 @@ import json
 import re
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +22,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from flex_provider.engine.config import RequestSpec, RunOptions
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.job import FlexJob
+from tests.fakes import FakeTI
 
 _TMP = Path(tempfile.mkdtemp(prefix="flex-props-"))
 # No .hypothesis folder in the working tree (example database, constants cache): failures print
@@ -171,7 +171,7 @@ def test_staged_items_get_the_same_ids_as_the_list(items: list) -> None:
 
 
 def _context() -> dict:
-    ti = SimpleNamespace(dag_id="d", run_id="manual__props", task_id="t", map_index=-1)
+    ti = FakeTI(dag_id="d", run_id="manual__props", task_id="t", map_index=-1)
     return {"ti": ti, "ds": "2026-01-01", "run_id": ti.run_id, "params": {}}
 
 

@@ -4,8 +4,6 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-import pytest
-
 import flex_provider
 from flex_provider import get_provider_info
 
@@ -35,13 +33,9 @@ def test_provider_info_names_the_readme_as_documentation_and_fits_airflows_schem
     jsonschema.validate(info, schema)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Airflow 3.3 overwrites documentation-url with the distribution's Project-URL 'Documentation' "
-    "(providers_discovery.py); pyproject.toml has no [project.urls] yet, so Admin > Providers still falls "
-    "back to airflow.apache.org/docs/<package>/<version>/",
-)
 def test_providers_manager_reports_the_readme_as_documentation():
+    """Admin > Providers links to the README: Airflow takes the distribution's Documentation URL
+    (pyproject [project.urls]) over provider info's documentation-url."""
     from airflow.providers_manager import ProvidersManager
 
     provider = ProvidersManager().providers["airflow-provider-openai-flex"]
