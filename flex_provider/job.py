@@ -19,6 +19,7 @@ This module imports the engine and the openai SDK: the trigger loads it in a thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -233,12 +234,12 @@ async def run_job(
             )
             if on_engine is not None:
                 on_engine(engine)
-            if metrics is False:
+            meter = metrics if isinstance(metrics, RunMetrics) else job_metrics(job, logger) if metrics else None
+            watching = (
+                meter.watching(engine.counters, job.options.progress_interval_s) if meter else contextlib.nullcontext()
+            )
+            async with watching:
                 summary = await engine.run(job.iter_items(), total=job.total)
-            else:
-                meter = metrics if isinstance(metrics, RunMetrics) else job_metrics(job, logger)
-                async with meter.watching(engine.counters, job.options.progress_interval_s):
-                    summary = await engine.run(job.iter_items(), total=job.total)
     except FlexRunAborted as exc:
         return error("aborted", str(exc))
     except FlexInputError as exc:

@@ -140,15 +140,20 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return _KEY_PATTERN.sub(r"\1-***", text)
 
 
+def cause_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from, outermost first (each once: chains can loop)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def root_cause(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """``Type: message`` of the most specific cause under an SDK error. The SDK says only
     "Connection error."; the cause (refused, unknown host, unsupported scheme) is what a person needs."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    for candidate in reversed(seen):
+    for candidate in reversed(cause_chain(exc)):
         message = str(candidate).strip()
         if message:
             return redact(f"{type(candidate).__name__}: {message}", secrets)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx2
 import openai
 
-from flex_provider.engine.errors import FlexRunAborted, WaitTooLong, error_info, root_cause
+from flex_provider.engine.errors import FlexRunAborted, WaitTooLong, cause_chain, error_info, root_cause
 
 # Causes under an APIConnectionError that mean the request could not even be formed or sent:
 # retrying cannot help, whatever the server's health.
@@ -33,12 +33,7 @@ _REQUEST_LEVEL_PARAMS = {"model", "service_tier"}
 
 
 def _unsendable(exc: BaseException) -> bool:
-    current: BaseException | None = exc
-    while current is not None:
-        if isinstance(current, _UNSENDABLE):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(cause, _UNSENDABLE) for cause in cause_chain(exc))
 
 
 def _refusal_key(exc: BaseException) -> tuple[int, str] | None:
