@@ -1,19 +1,33 @@
-"""Prices, in one table users can override, and what a run cost versus the standard tier.
+"""Prices, and what a run cost versus the standard tier.
 
-Flex is billed at the Batch API rate: half of standard for input, cached input and output tokens.
-Prices move; pass ``prices={"my-model": {"input": .., "cached_input": .., "output": ..}}`` (USD per
-million tokens, *standard* tier) to the operator to correct or extend this table.
+Standard-tier prices come from ``genai-prices`` (the Pydantic team's maintained table, bundled with
+the package: no network at run time), looked up by the model name the server reported, dated
+snapshots included (``gpt-5-mini-2025-08-07`` is ``gpt-5-mini``). Flex is billed at the Batch API
+rate, half of standard for input, cached input and output tokens; that discount is applied here
+because the library knows no service tiers.
+
+Users correct or extend the table: ``prices={"my-model": {"input": .., "cached_input": .., "output": ..}}``
+(USD per million tokens, *standard* tier) on the operator, merged over a site-wide table (the
+``flex_prices`` Airflow Variable) before the run starts; those win over the library. A model no table knows is *unpriced*: its cost is reported as
+unknown (``None``) with one warning per run, never guessed.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flex_provider.engine.usage import Usage
 
+log = logging.getLogger(__name__)
+
 PER_MILLION = 1_000_000
+# The library prices a request; a per-million rate is read off a probe of this many tokens, small
+# enough to stay in the base price band of models whose price rises with the prompt's length.
+_PROBE_TOKENS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,41 +39,70 @@ class Price:
     output: float
 
 
-# Standard-tier list prices (USD / 1M tokens). Checked against OpenAI's pricing page in 2025-2026.
-DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-5": Price(1.25, 0.125, 10.00),
-    "gpt-5-mini": Price(0.25, 0.025, 2.00),
-    "gpt-5-nano": Price(0.05, 0.005, 0.40),
-    "o3": Price(2.00, 0.50, 8.00),
-    "o4-mini": Price(1.10, 0.275, 4.40),
-    "gpt-4.1": Price(2.00, 0.50, 8.00),
-    "gpt-4.1-mini": Price(0.40, 0.10, 1.60),
-    "gpt-4o-mini": Price(0.15, 0.075, 0.60),
-}
-
 # Multiplier on the standard price by the tier that actually served the request.
 TIER_MULTIPLIER: dict[str, float] = {"flex": 0.5, "default": 1.0, "auto": 1.0, "scale": 1.0, "priority": 2.0}
-
 
 _SNAPSHOT = re.compile(r"(.+?)-(\d{4}-\d{2}-\d{2}|\d{4}|latest)")
 
 
-class PriceTable:
-    """Looks models up by exact name, then as a dated snapshot of a known model (``o3-2025-04-16``
-    is priced as ``o3``). Other variants (``o3-pro``) are unpriced rather than priced wrong."""
+def library_price(model: str) -> Price | None:
+    """The standard price ``genai-prices`` knows for an OpenAI ``model``, or None."""
+    if not model:
+        return None
+    from genai_prices import Usage as LibraryUsage
+    from genai_prices import calc_price
 
-    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
-        self._prices = dict(DEFAULT_PRICES)
-        for model, price in (overrides or {}).items():
-            self._prices[model] = price if isinstance(price, Price) else Price(**price)
+    def rate(**tokens: int) -> float:
+        calc = calc_price(LibraryUsage(**tokens), model_ref=model, provider_id="openai")
+        return float(calc.total_price) * PER_MILLION / _PROBE_TOKENS
+
+    try:
+        return Price(
+            input=rate(input_tokens=_PROBE_TOKENS),
+            cached_input=rate(input_tokens=_PROBE_TOKENS, cache_read_tokens=_PROBE_TOKENS),
+            output=rate(output_tokens=_PROBE_TOKENS),
+        )
+    except LookupError:
+        return None
+
+
+# The models the emulator serves by default (the seed article's eight), at the library's prices.
+DEFAULT_PRICES: dict[str, Price] = {
+    model: price
+    for model in ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini")
+    if (price := library_price(model)) is not None
+}
+
+
+class PriceTable:
+    """Standard prices by model: the given ``overrides`` (dated snapshots included), then the library.
+
+    Each model is resolved once per table (a run prices every record, so lookups must be cheap);
+    a model nobody prices is logged once and priced as unknown."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self._given = {model: p if isinstance(p, Price) else Price(**p) for model, p in (overrides or {}).items()}
+        self._resolved: dict[str, Price | None] = {}
+
+    def _from_given(self, model: str) -> Price | None:
+        if model in self._given:
+            return self._given[model]
+        match = _SNAPSHOT.fullmatch(model)  # my-model-2026-01-01 is my-model
+        return self._given.get(match.group(1)) if match else None
 
     def lookup(self, model: str) -> Price | None:
-        if model in self._prices:
-            return self._prices[model]
-        match = _SNAPSHOT.fullmatch(model)  # o3-2025-04-16 is o3; o3-pro or o3-mini are not
-        if match:
-            return self._prices.get(match.group(1))
-        return None
+        if model in self._resolved:
+            return self._resolved[model]
+        price = self._from_given(model) or library_price(model)
+        if price is None:
+            log.warning(
+                "No price is known for model %r: its cost is reported as unknown. "
+                "Pass prices={%r: {'input': ..., 'cached_input': ..., 'output': ...}} (USD per 1M tokens, standard tier).",
+                model,
+                model,
+            )
+        self._resolved[model] = price
+        return price
 
     def standard_cost(self, model: str, usage: Usage) -> float | None:
         price = self.lookup(model)
