@@ -50,20 +50,21 @@ def _positive_int_or_none(name: str, value: Any) -> None:
 _PRICE_KEYS = {"input", "cached_input", "output"}
 
 
-def _check_prices(prices: Any) -> None:
+def check_prices(prices: Any, field: str = "prices") -> None:
+    """A price table as the operator and the site-wide Variable take it; ``field`` names where it came from."""
     if prices is None:
         return
     if not isinstance(prices, dict):
-        raise FlexInputError(f"prices: expected a dict of model -> price dict, got {type(prices).__name__}")
+        raise FlexInputError(f"{field}: expected a dict of model -> price dict, got {type(prices).__name__}")
     for model, price in prices.items():
         if hasattr(price, "cached_input"):  # a pricing.Price
             continue
         if not isinstance(price, dict) or set(price) != _PRICE_KEYS:
             raise FlexInputError(
-                f"prices[{model!r}]: expected a dict with keys {sorted(_PRICE_KEYS)} (USD per 1M tokens), got {price!r}"
+                f"{field}[{model!r}]: expected a dict with keys {sorted(_PRICE_KEYS)} (USD per 1M tokens), got {price!r}"
             )
         for key, value in price.items():
-            require_positive(f"prices[{model!r}].{key}", value, allow_zero=True)
+            require_positive(f"{field}[{model!r}].{key}", value, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ class RunOptions:
             or self.max_concurrency < 1
         ):
             raise FlexInputError(f"max_concurrency: expected an integer >= 1, got {self.max_concurrency!r}")
-        _check_prices(self.prices)
+        check_prices(self.prices)
         require_choice("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_CHOICES)
         require_choice("fallback_tier", self.fallback_tier, SERVICE_TIERS)
         require_choice("submit_mode", self.submit_mode, SUBMIT_MODES)
