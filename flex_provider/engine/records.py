@@ -18,14 +18,10 @@ from flex_provider.engine.background import BackgroundFailed
 from flex_provider.engine.calls import Reply
 from flex_provider.engine.errors import FlexRunAborted, Verdict, WaitTooLong, classify, error_info
 from flex_provider.engine.pricing import CostTally, PriceTable
-from flex_provider.engine.progress import RunCounters
+from flex_provider.engine.progress import FailureGroup, FailureTally, RunCounters
 from flex_provider.engine.usage import Usage
 
 FAILED_IDS_SHOWN = 20  # the summary names the first few failed ids, not all of them
-FAILURE_GROUPS_SHOWN = 20  # the summary's ``failures``: at most this many groups, the biggest first
-FAILURE_GROUPS_TRACKED = 200  # distinct kinds of failure counted one by one; more fold into "other"
-FAILURE_SAMPLE_IDS = 5
-FAILURE_MESSAGE_CHARS = 300
 
 # Budget exhausted on one of these: a later run (task retry, re-run) may succeed.
 _RETRYABLE = (Verdict.UNAVAILABLE, Verdict.RATE_LIMITED, Verdict.TRANSIENT)
@@ -95,19 +91,6 @@ class RunHeader(TypedDict):
     finished_at: str
 
 
-class FailureGroup(TypedDict):
-    """Failed records of one kind (error type, code, status code, retryable): why items failed,
-    without opening the part files. Messages are the server's (redacted), never a prompt or output."""
-
-    type: str  # exception class name, e.g. "NotFoundError"; "other" for the folded remainder
-    code: str | None
-    status_code: int | None
-    count: int
-    retryable: bool  # sent again by a task retry/clear; if False only with redo_failed="all"
-    sample_message: str  # the first record's message, cut to FAILURE_MESSAGE_CHARS
-    sample_ids: list[str]  # the first FAILURE_SAMPLE_IDS
-
-
 class RecordTotals(TypedDict):
     """Totals over the final records on storage, this session's and earlier ones' alike."""
 
@@ -118,6 +101,7 @@ class RecordTotals(TypedDict):
     failures: list[FailureGroup]  # failed records by kind, biggest first (see FailureTally)
     usage: dict[str, int]
     cost_usd: dict[str, float]  # CostTally.as_dict(): actual, standard_equivalent, saved[, unpriced_tokens]
+    tiers: dict[str, int]  # final records by the service tier that served them (records without one: not counted)
 
 
 class RunSummary(RunHeader, RecordTotals):
@@ -133,6 +117,8 @@ def as_summary(manifest: Any, where: str = "_manifest.json") -> RunSummary:
         raise ValueError(f"{where}: expected a run summary (a JSON object), got {type(manifest).__name__}")
     if "failures" not in manifest:  # written by a release before 0.3 (a triggerer not yet upgraded)
         manifest["failures"] = []
+    if "tiers" not in manifest:  # written before summaries counted records by tier
+        manifest["tiers"] = {}
     required = set(RunSummary.__required_keys__)
     missing = sorted(required - set(manifest))
     if missing:
@@ -226,6 +212,7 @@ class Recorder:
         )
 
     def _account(self, usage: Usage, tier: str | None, model: str) -> None:
+        self.counters.served(tier)
         self.counters.usage.add(usage)
         self.counters.cost.add(self.prices, model, tier, usage)
 
@@ -303,72 +290,6 @@ def run_header(
     }
 
 
-class FailureTally:
-    """Failed records grouped by kind, in bounded memory: at most ``FAILURE_GROUPS_TRACKED`` groups
-    (each with a few ids and one message) whatever the number of records; kinds met after that are
-    counted together as one ``"other"`` group, so the counts always add up to the failures."""
-
-    __slots__ = ("groups", "other")
-
-    def __init__(self) -> None:
-        self.groups: dict[tuple[str, str | None, int | None, bool], FailureGroup] = {}
-        self.other: FailureGroup | None = None
-
-    def add(self, record: Mapping[str, Any]) -> None:
-        error = record.get("error")
-        error = error if isinstance(error, dict) else {}  # damaged or foreign: still counted
-        kind = error.get("type")
-        code = error.get("code")
-        status = error.get("status_code")
-        key = (
-            kind if isinstance(kind, str) else "unknown",
-            code if isinstance(code, str) else None,
-            status if isinstance(status, int) and not isinstance(status, bool) else None,
-            error.get("retryable") is True,
-        )
-        group = self.groups.get(key)
-        if group is None:
-            if len(self.groups) < FAILURE_GROUPS_TRACKED:
-                group = self.groups[key] = self._new(*key, error.get("message"))
-            else:
-                group = self.other = self.other or self._new("other", None, None, False, "")
-                group["retryable"] = group["retryable"] or key[3]
-        group["count"] += 1
-        rid = record.get("id")
-        if len(group["sample_ids"]) < FAILURE_SAMPLE_IDS and isinstance(rid, str):
-            group["sample_ids"].append(rid)
-
-    @staticmethod
-    def _new(kind: str, code: str | None, status: int | None, retryable: bool, message: Any) -> FailureGroup:
-        text = message if isinstance(message, str) else ""
-        if len(text) > FAILURE_MESSAGE_CHARS:
-            text = text[: FAILURE_MESSAGE_CHARS - 3] + "..."
-        return {
-            "type": kind,
-            "code": code,
-            "status_code": status,
-            "count": 0,
-            "retryable": retryable,
-            "sample_message": text,
-            "sample_ids": [],
-        }
-
-    def result(self) -> list[FailureGroup]:
-        """The biggest groups first (first met first among equals); past ``FAILURE_GROUPS_SHOWN``
-        the smallest are folded into one ``"other"`` group."""
-        groups = sorted(self.groups.values(), key=lambda g: -g["count"])
-        if self.other is not None:
-            groups.append(self.other)
-        if len(groups) <= FAILURE_GROUPS_SHOWN:
-            return groups
-        shown, rest = groups[: FAILURE_GROUPS_SHOWN - 1], groups[FAILURE_GROUPS_SHOWN - 1 :]
-        other = self._new("other", None, None, any(g["retryable"] for g in rest), "")
-        other["count"] = sum(g["count"] for g in rest)
-        other["sample_message"] = "smaller groups of other kinds of failure; see the records' error fields"
-        other["sample_ids"] = [i for g in rest for i in g["sample_ids"]][:FAILURE_SAMPLE_IDS]
-        return [*shown, other]
-
-
 def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, default_model: str) -> RecordTotals:
     """Totals over final records as read back from storage (so fields are checked, not trusted);
     priced by the model and tier each record says it was served with."""
@@ -377,7 +298,11 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
     cost = CostTally()
     failed_ids: list[str] = []
     failures = FailureTally()
+    tiers: dict[str, int] = {}
     for record in records:
+        tier = record.get("service_tier")
+        if isinstance(tier, str):
+            tiers[tier] = tiers.get(tier, 0) + 1
         if record.get("status") == "succeeded":
             succeeded += 1
         else:
@@ -396,6 +321,7 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
         "failures": failures.result(),
         "usage": usage.as_dict(),
         "cost_usd": cost.as_dict(),
+        "tiers": tiers,
     }
 
 

@@ -48,7 +48,7 @@ from flex_provider.engine.items import WorkItem
 from flex_provider.engine.lease import FolderLease
 from flex_provider.engine.logs import RunLog
 from flex_provider.engine.pricing import PriceTable
-from flex_provider.engine.progress import RunCounters
+from flex_provider.engine.progress import LiveProgress, RunCounters, SessionProgress
 from flex_provider.engine.records import (
     Recorder,
     ResultBytes,
@@ -59,7 +59,7 @@ from flex_provider.engine.records import (
     summarize_records,
 )
 from flex_provider.engine.retry import item_retrying, rate_limit_too_long, server_wait_hint
-from flex_provider.engine.store import ResultStore
+from flex_provider.engine.store import ResultStore, StoreState
 
 log = logging.getLogger("flex_provider.engine")
 
@@ -112,6 +112,9 @@ class FlexEngine:
         self.health = RunHealth(endpoint, secrets=secrets, connect_grace_s=connect_grace_s)
         self.counters = RunCounters()
         self.records = Recorder(self.counters, self.prices, spec.model, secrets)
+        self.progress = LiveProgress(
+            store.session, model=spec.model, service_tier=spec.service_tier, output_path=output_uri
+        )
         self.background = (
             BackgroundSubmitter(
                 BackgroundPoller(client, options.poll_interval_s),
@@ -159,6 +162,7 @@ class FlexEngine:
         started = time.monotonic()
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load, self.options.redo_failed)
+        self.progress.start(total)
         if self.background is not None:
             self.background.adopt(cast("dict[str, PendingEntry]", state.pending))  # validated by store.load
         finished = state.final_prompts  # id -> hash of the prompt its final record answered
@@ -181,7 +185,7 @@ class FlexEngine:
             if self._result_bytes.over:
                 self._stop("result_bytes")
             else:
-                await self._run_workers(items, finished, total)
+                await self._run_workers(items, state, total)
             if self._stop_reason is not None:
                 raise self._stopped_error()
         except BaseException:  # aborted, failed or cancelled (trigger killed/moved): keep what finished
@@ -204,11 +208,11 @@ class FlexEngine:
             )
         return self._result_bytes.stopped_error()
 
-    async def _run_workers(self, items: Iterable[WorkItem], finished: dict[str, str | None], total: int | None) -> None:
+    async def _run_workers(self, items: Iterable[WorkItem], state: StoreState, total: int | None) -> None:
         queue: _Queue = asyncio.Queue(maxsize=self.options.max_concurrency * 2)
         try:
             async with asyncio.TaskGroup() as group:
-                feeder = group.create_task(self._feed(items, finished, queue), name="flex-feeder")
+                feeder = group.create_task(self._feed(items, state, queue), name="flex-feeder")
                 workers = [
                     group.create_task(self._worker(queue), name=f"flex-worker-{i}")
                     for i in range(self.options.max_concurrency)
@@ -233,8 +237,9 @@ class FlexEngine:
         return {"model": self.spec.model, "api": self.spec.api, "service_tier": self.spec.service_tier}
 
     # -- feeding ---------------------------------------------------------------------------
-    async def _feed(self, items: Iterable[WorkItem], finished: dict[str, str | None], queue: _Queue) -> None:
+    async def _feed(self, items: Iterable[WorkItem], state: StoreState, queue: _Queue) -> None:
         iterator: Iterator[WorkItem] = iter(items)
+        finished = state.final_prompts  # id -> hash of the prompt its final record answered
 
         def next_chunk() -> list[tuple[WorkItem, str]]:  # in a thread: storage reads, rendering, hashing
             return [(item, prompt_hash(item.prompt)) for item in itertools.islice(iterator, _FEED_CHUNK)]
@@ -256,6 +261,8 @@ class FlexEngine:
                     stored = finished[item.id]
                     if stored is None or stored == entry[1]:  # no hash: written before hashes existed
                         self.counters.resumed += 1
+                        if item.id in state.final_failed:
+                            self.counters.resumed_failed += 1
                         continue
                     self.counters.prompt_changed += 1  # same id, another prompt: the old answer is stale
                 await queue.put(entry)
@@ -270,20 +277,24 @@ class FlexEngine:
             finally:
                 self.counters.in_flight -= 1
             self._buffer.append(record)
+            self.progress.on_record(record)
             if self._result_bytes.add(record):
                 self._stop("result_bytes")
             if len(self._buffer) >= self.options.flush_every:
                 await self._flush()
 
     async def _tick(self, total: int | None) -> None:
-        """Flush on a timer and report progress, until the workers are done."""
+        """Flush on a timer and report progress, until the workers are done. The progress file is
+        rewritten at every report even when nothing finished: flex answers can take minutes, and
+        the live state's ``updated_at`` and ``in_flight`` must still say the session is alive."""
         next_report = time.monotonic() + self.options.progress_interval_s
         period = min(self.options.flush_interval_s, self.options.progress_interval_s)
         while not self._finished.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), period)
-            await self._flush()
-            if time.monotonic() >= next_report:
+            report = time.monotonic() >= next_report
+            await self._flush(force=report)
+            if report:
                 self.log.info(self.counters.line(total))
                 next_report = time.monotonic() + self.options.progress_interval_s
 
@@ -304,7 +315,7 @@ class FlexEngine:
                     and attempt.requested_tier != self.options.fallback_tier
                 ):
                     raise
-                self.counters.fallbacks += 1
+                self.counters.fell_back(why.value)
                 self._dirty_progress = True
                 attempt.fall_back(self.options.fallback_tier, why)
                 reply = await self._on_tier(attempt)
@@ -409,19 +420,20 @@ class FlexEngine:
         await finish_even_if_cancelled(asyncio.to_thread(self.store.write_pending, entries))
 
     async def _flush(self, force: bool = False) -> None:
-        """Write the buffered records as one part file, then this session's request counters."""
+        """Write the buffered records as one part file, then this session's progress (request
+        counters and live state, snapshotted here in the loop and serialised in the thread)."""
         if not self._buffer and not (force or self._dirty_progress):
             return
         async with self._flush_lock:
             batch, self._buffer = self._buffer, []
-            counters = self.counters.persisted()
+            progress = self.progress.snapshot(self.counters)
             self._dirty_progress = False
-            await finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, counters))
+            await finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, progress))
 
-    def _write_checkpoint(self, batch: list[ResultRecord], counters: dict[str, Any]) -> None:
+    def _write_checkpoint(self, batch: list[ResultRecord], progress: SessionProgress) -> None:
         if batch:
             self.store.write_part(cast("list[dict[str, Any]]", batch))  # ResultStore takes plain dicts
-        self.store.write_progress(counters)
+        self.store.write_progress(progress)
 
     # -- the end -------------------------------------------------------------------------------
     def _finalize(self, started: float) -> RunSummary:

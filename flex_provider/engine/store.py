@@ -6,7 +6,7 @@ folders, so progress is a growing set of immutable part files::
 
     part-<session>-<seq>.jsonl     result records, one per item; written to _tmp-* then renamed
     _pending/<session>-<seq>.jsonl background response ids, written before waiting on them
-    _progress/<session>.json       request counters of one engine session (429s, fallbacks...)
+    _progress/<session>.json       one engine session's request counters (429s, fallbacks...) and live state
     _job.json                      which request the results answer (see ``claim``)
     _lease.json                    which engine session works in the folder now (see ``lease.py``)
     _manifest.json                 summary, written last: its presence means the run completed
@@ -41,7 +41,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, KeysView
+from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,8 @@ class StoreState:
     retryable_ids: set[str] = field(default_factory=set)
     # load(redo_failed="all"): ids whose final record is a failure, to be sent again (not in final_prompts)
     redo_ids: set[str] = field(default_factory=set)
+    # ids in final_prompts whose final record is a failure (a session counts them as resumed failures)
+    final_failed: set[str] = field(default_factory=set)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> background entry
     final_bytes: int = 0  # UTF-8 size of the lines of the final records (what the output will hold)
 
@@ -304,6 +306,8 @@ class ResultStore:
             else:
                 state.final_prompts[rid] = final[2]
                 state.final_bytes += final[6]
+                if final[0] == 0:
+                    state.final_failed.add(rid)
         if skipped:
             log.warning(
                 "%s: ignored %d line(s) that are not result records (torn write?) in %s; those items "
@@ -324,15 +328,26 @@ class ResultStore:
         return state
 
     def load_progress(self) -> list[dict[str, Any]]:
+        """Every session's saved progress (request counters, and the live state of newer versions)."""
+        return [progress for _, progress in self.load_sessions()]
+
+    def load_sessions(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(session, progress)`` of every ``_progress/<session>.json``, in session-name order
+        (start time, to the second). Only names :meth:`write_progress` makes are read: a temporary
+        copy left by a write in progress would count a session twice. A file that is not a JSON
+        object (torn, foreign) is skipped."""
         out = []
         for path in self._children(self.root / PROGRESS_DIR):
+            session = path.name.removesuffix(".json")
+            if session == path.name or not is_session_id(session):
+                continue
             try:
                 with path.open("rb") as handle:
                     value = json.loads(handle.read().decode("utf-8"))
             except (ValueError, RecursionError, OSError):
                 continue
             if isinstance(value, dict):
-                out.append(value)
+                out.append((session, value))
         return out
 
     def iter_records(self) -> Iterator[dict[str, Any]]:
@@ -413,8 +428,11 @@ class ResultStore:
             self.root / PENDING_DIR, f"{self.session}-{self._pending_seq:05d}.jsonl", self._lines(entries)
         )
 
-    def write_progress(self, counters: dict[str, Any]) -> None:
-        self._write_whole(self.root / PROGRESS_DIR, f"{self.session}.json", json.dumps(counters, default=str))
+    def write_progress(self, progress: Mapping[str, Any]) -> None:
+        """This session's progress (see :class:`~flex_provider.engine.progress.SessionProgress`),
+        rewritten whole at each checkpoint."""
+        text = json.dumps(progress, default=str, separators=(",", ":"))
+        self._write_whole(self.root / PROGRESS_DIR, f"{self.session}.json", text)
 
     def finalize(
         self,

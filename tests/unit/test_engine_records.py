@@ -63,7 +63,7 @@ HEADER_KEYS = [
     "finished_at",
 ]
 THIS_RUN_KEYS = ["requests", "resumed", "processed", "duplicates_in_input", "prompt_changed", "background_reattached"]
-TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "failures", "usage", "cost_usd"]
+TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "failures", "usage", "cost_usd", "tiers"]
 KEY = "sk-test-records-0123456789abcdef"
 
 
@@ -260,6 +260,31 @@ def test_summarize_records_totals_usage_cost_and_names_the_first_failures():
     assert totals["usage"] == {"input": 1000, "cached": 0, "output": 100, "reasoning": 0}
     assert totals["cost_usd"]["saved"] == pytest.approx(totals["cost_usd"]["actual"])  # flex: half price
     assert totals["cost_usd"]["actual"] > 0
+    assert totals["tiers"] == {"flex": 1}  # the failures were never answered: no tier
+
+
+def test_summarize_records_counts_final_records_by_the_tier_that_served_them():
+    records = [
+        {"id": "a", "status": "succeeded", "usage": None, "service_tier": "flex"},
+        {"id": "b", "status": "succeeded", "usage": None, "service_tier": "default"},
+        {"id": "c", "status": "succeeded", "usage": None, "service_tier": "flex"},
+        {"id": "d", "status": "failed", "usage": None, "service_tier": "flex"},  # refused, billed on flex
+        {"id": "e", "status": "failed", "usage": None, "service_tier": None},
+        {"id": "f", "status": "succeeded", "usage": None, "service_tier": 3},  # damaged: not a tier
+    ]
+    assert summarize_records(records, PriceTable(), "gpt-5-mini")["tiers"] == {"flex": 3, "default": 1}
+
+
+def test_the_recorder_counts_answers_by_served_tier_as_the_summary_does():
+    rec = recorder()
+    rec.success(attempt(), Reply("x", "flex", Usage(), "r", "m"))
+    rec.success(attempt("default"), Reply("x", "default", Usage(), "r", "m"))
+    rec.success(attempt(), Reply("x", None, Usage(), "r", "m"))  # the server did not say
+    billed = OutputValidationError("output is not valid JSON")
+    billed.service_tier = "flex"
+    rec.failure(attempt(), billed)
+    rec.failure(attempt(), TimeoutError())
+    assert rec.counters.tiers == {"flex": 2, "default": 1}
 
 
 def _failed(
@@ -342,6 +367,9 @@ def test_as_summary_accepts_a_manifest_and_names_what_is_missing():
     assert as_summary(full) is full
     older = {key: 0 for key in RunSummary.__required_keys__ if key != "failures"}  # written before failures
     assert as_summary(older)["failures"] == []
+    before_tiers = {key: 0 for key in RunSummary.__required_keys__ if key not in ("failures", "tiers")}
+    summary = as_summary(before_tiers)
+    assert (summary["tiers"], summary["failures"]) == ({}, [])
     with pytest.raises(
         ValueError, match=r"^out/_manifest.json: not a run summary of this provider, missing \['total'\]"
     ):
