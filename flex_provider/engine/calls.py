@@ -115,7 +115,8 @@ class CallBuilder:
         message = choices[0].message
         model = _field(completion, "model")
         if getattr(message, "refusal", None):
-            refused = OutputValidationError(f"model refused: {message.refusal}")
+            # The refusal's text is model output (it may quote the prompt): only the fact is recorded.
+            refused = OutputValidationError("the model refused to answer (its refusal text is not recorded)")
             refused.usage = Usage.from_api(_field(completion, "usage"))
             refused.service_tier, refused.model = _field(completion, "service_tier"), model
             raise refused  # a refusal is billed too
@@ -145,6 +146,28 @@ class CallBuilder:
             raise OutputValidationError(f"output is not valid JSON: {exc.msg} at column {exc.colno}") from exc
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
         if error is not None:
-            path = "/".join(map(str, error.absolute_path)) or "<root>"
-            raise OutputValidationError(f"output does not match response_format at {path}: {error.message}")
+            raise OutputValidationError(f"output does not match response_format {schema_mismatch(error)}")
         return value
+
+
+def schema_mismatch(error: jsonschema.ValidationError) -> str:
+    """Where and why an output fails its schema, in the schema's words only.
+
+    jsonschema's own message quotes the output (``'Jane Roe' is not of type 'number'``, the names of
+    unexpected properties); a failure message reaches records, the summary, logs and the UI, where
+    model output must never be. The path keeps array indexes and the property names the schema
+    itself declares; any other key (one the model made up) shows as ``*``."""
+    declared = {str(part) for part in error.absolute_schema_path}
+    path = "/".join(str(part) if isinstance(part, int) or part in declared else "*" for part in error.absolute_path)
+    keyword, expected = error.validator, error.validator_value
+    if keyword == "required" and isinstance(error.instance, dict) and isinstance(expected, list):
+        missing = [name for name in expected if name not in error.instance]  # names from the schema
+        why = "missing required property " + ", ".join(repr(name) for name in missing)
+    elif keyword in ("additionalProperties", "unevaluatedProperties", "propertyNames"):
+        why = "holds properties the schema does not allow"
+    elif isinstance(keyword, str):
+        shown = repr(expected)
+        why = f"fails the schema's {keyword!r}: {shown if len(shown) <= 100 else shown[:97] + '...'}"
+    else:  # a ``false`` schema
+        why = "is not allowed by the schema"
+    return f"at {path or '<root>'}: {why}"

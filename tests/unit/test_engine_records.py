@@ -376,3 +376,79 @@ def test_as_summary_accepts_a_manifest_and_names_what_is_missing():
         as_summary({k: v for k, v in full.items() if k != "total"}, "out/_manifest.json")
     with pytest.raises(ValueError, match=r"expected a run summary \(a JSON object\), got list"):
         as_summary([1])
+
+
+# -- no prompt or model output in a failure message ------------------------------------------------
+
+PRIVATE = "Jane Roe, card 4111-1111"  # what a model may answer: private, never in an error message
+STRICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["spam", "ham"]},
+        "score": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 1},
+        "extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+    "required": ["label", "score", "tags"],
+    "additionalProperties": False,
+}
+
+
+def _chat_answer(content: str | None, refusal: str | None = None) -> object:
+    from types import SimpleNamespace
+
+    message = SimpleNamespace(content=content, refusal=refusal)
+    return SimpleNamespace(
+        choices=[SimpleNamespace(message=message)], usage=None, service_tier="flex", model="gpt-5-mini"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "refusal", "expected"),
+    [
+        ({"label": "ham", "score": PRIVATE, "tags": []}, None, "at score: fails the schema's 'type': 'number'"),
+        ({"label": PRIVATE, "score": 1, "tags": []}, None, "at label: fails the schema's 'enum': ['spam', 'ham']"),
+        ({"label": "ham", "score": 1, "tags": ["a", PRIVATE]}, None, "at tags: fails the schema's 'maxItems': 1"),
+        (
+            {"label": "ham", "score": 1, "tags": [{"note": PRIVATE}]},
+            None,
+            "at tags/0: fails the schema's 'type': 'string'",
+        ),
+        (
+            {"label": "ham", "score": 1, "tags": [], PRIVATE: 1},
+            None,
+            "at <root>: holds properties the schema does not allow",
+        ),
+        (
+            {"label": "ham", "score": 1, "tags": [], "extra": {PRIVATE: PRIVATE}},
+            None,
+            "at extra/*: fails the schema's 'type': 'integer'",
+        ),
+        ({PRIVATE: "ham", "score": 1, "tags": []}, None, "at <root>: missing required property 'label'"),
+        (PRIVATE, None, "output is not valid JSON"),
+        (None, f"I cannot help {PRIVATE}", "the model refused to answer"),
+    ],
+)
+def test_no_failure_message_carries_model_output_to_records_summary_or_live_state(content, refusal, expected):
+    from flex_provider.engine.calls import CallBuilder
+    from flex_provider.engine.config import RequestSpec
+    from flex_provider.engine.progress import LiveProgress
+    from flex_provider.live import merge_live_state
+
+    builder = CallBuilder(RequestSpec(model="gpt-5-mini", api="chat", response_schema=STRICT_SCHEMA))
+    text = content if content is None or isinstance(content, str) else json.dumps(content)
+    with pytest.raises(OutputValidationError) as raised:
+        builder.read_chat(_chat_answer(text, refusal))
+    rec = recorder()
+    record = rec.failure(attempt(), raised.value)
+    progress = LiveProgress("20250601T120000-000001", model="m", service_tier="flex", output_path=None)
+    progress.start(total=1)
+    progress.on_record(record)
+    live = merge_live_state([("20250601T120000-000001", progress.snapshot(rec.counters))])
+    summary = summarize_records([record], PriceTable(), "gpt-5-mini")
+
+    assert expected in (record["error"] or {})["message"]
+    for where in (str(raised.value), json.dumps(record), json.dumps(summary), json.dumps(live)):
+        assert "Jane" not in where and "4111" not in where
+        assert "the prompt" not in where  # the item's prompt (attempt()) was never in a message either
+    assert live["failures"][0]["message"] == record["error"]["message"]
