@@ -2,7 +2,8 @@
 
 ``create_app(config)`` builds the FastAPI app; ``serve_in_thread(config)`` runs it on a free port
 for tests; ``python -m flex_provider.emulator --port N`` runs it as a server. See ``config.py``
-for the knobs (latency, flex capacity, injected 429/5xx/hangs, quota, RPM, ...).
+for the knobs (per-tier latency, flex capacity, injected 429/5xx/hangs, quota, request and token
+limits per window, prices, ...). ``GET /emulator/stats`` counts what happened and what it billed.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """``python -m flex_provider.emulator --port 8089 [--flex-capacity 4 --unavailable-rate 0.2 ...]``.
 
 Every ``EmulatorConfig`` field is a flag (``latency_s`` -> ``--latency-s``, plus short aliases such
-as ``--latency``, ``--retry-after``, ``--trickle-interval`` and ``--long-wait``; list knobs such as
-``--malformed-kinds html,null`` take commas); unset flags fall back to ``FLEX_EMULATOR_<FIELD>`` env vars,
-then to the defaults. Prints exactly one line, ``flex emulator listening on http://HOST:PORT/v1``,
-once the socket accepts connections, so scripts can wait for it.
+as ``--latency``, ``--retry-after``, ``--trickle-interval``, ``--long-wait``, ``--rpm``, ``--tpm`` and
+``--rate-window``; list knobs such as ``--malformed-kinds html,null`` take commas, ``--prices`` takes
+JSON); unset flags fall back to ``FLEX_EMULATOR_<FIELD>`` env vars, then to the defaults. Prints
+exactly one line, ``flex emulator listening on http://HOST:PORT/v1``, once the socket accepts
+connections, so scripts can wait for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import types
@@ -30,7 +32,9 @@ ALIASES: dict[str, list[str]] = {
     "retry_after_s": ["--retry-after"],
     "hang_s": ["--hang"],
     "background_expiry_s": ["--background-expiry"],
-    "rate_limit_rpm": ["--rpm"],
+    "rpm_limit": ["--rpm", "--rate-limit-rpm"],
+    "tpm_limit": ["--tpm"],
+    "rate_window_s": ["--rate-window"],
     "trickle_interval_s": ["--trickle-interval"],
     "long_wait_s": ["--long-wait"],
 }
@@ -48,10 +52,20 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _json_object(text: str) -> Any:
+    """A dict knob (``--prices '{"gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10}}'``)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+
+
 def _arg_type(annotation: Any) -> Any:
     """argparse converter for a config field annotation (int, float, str, X | None, list[str])."""
     if annotation == list[str]:
         return _comma_list
+    if typing.get_origin(annotation) is dict:
+        return _json_object
     args = typing.get_args(annotation)
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         inner = next(a for a in args if a is not type(None))

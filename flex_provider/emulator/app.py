@@ -7,13 +7,22 @@ the whole point of the emulator is to cost nothing next to the client under test
 Order of checks for a generation request (first match answers):
 auth (401) -> JSON body (400) -> model known (404) -> service_tier valid / flex allowed for the
 model (400) -> stream unsupported (400) -> input present (400) -> insufficient_quota (429) ->
-RPM limit (429 rate_limit_exceeded) -> ``long_wait_rate`` (429 rate_limit_exceeded on requests
-per day, ``retry-after: long_wait_s``) -> injected 5xx (``error_rate``) -> flex capacity then
+request and token limits per window, per model, all tiers (``rpm_limit``/``tpm_limit``: 429
+rate_limit_exceeded, type ``requests`` or ``tokens``; see ``ratelimit.py``) -> ``long_wait_rate``
+(429 rate_limit_exceeded on requests per day, ``retry-after: long_wait_s``) -> injected 5xx (``error_rate``) -> flex capacity then
 ``unavailable_rate`` (429 resource_unavailable, flex only) -> hang (``hang_rate``) -> latency ->
 ``reset_rate`` (200 headers and a few bytes, then the connection is closed) -> ``malformed_rate``
 (200 with a broken body, one of ``malformed_kinds``) -> answer, sent one byte every
-``trickle_interval_s`` if ``trickle_rate`` picked it. Quota, RPM and capacity failures come before
-any latency, like the real service.
+``trickle_interval_s`` if ``trickle_rate`` picked it. Quota, rate-limit and capacity failures come
+before any latency, like the real service. Every answer past the rate limiter carries its
+``x-ratelimit-*`` headers (when a limit is set), errors included.
+
+Latency is per tier: ``latency_s`` for ``service_tier="flex"``, ``standard_latency_s`` for every
+other tier, on both APIs and for background responses (whose queued + in_progress time is that
+latency), so deadline logic can count on standard being fast and flex slow.
+
+Answered requests are billed (``stats["billing"]``, see ``billing.py``) when their answer is
+computed: inline 200s and background responses that finish; failures are not billed.
 
 The fault knobs (``long_wait_rate``, ``reset_rate``, ``malformed_rate``, ``trickle_rate``) apply to
 inline requests only, never to ``background=true`` creates; each is drawn from the seeded RNG only
@@ -44,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .billing import standard_price
 from .config import EmulatorConfig
 from .content import Prompt, prompt_from_chat, prompt_from_responses
 from .errors import (
@@ -68,6 +78,7 @@ from .payloads import (
     new_id,
     response_object,
 )
+from .ratelimit import requested_tokens
 from .state import EmulatorState, StoredResponse
 
 VALID_TIERS = frozenset(("auto", "default", "flex", "priority", "scale", "fast", "ultrafast"))
@@ -212,27 +223,18 @@ def _admission(state: EmulatorState, gen: _Gen) -> None:
         raise ApiError(400, message, code="missing_required_parameter", param=prompt.error_param if prompt else None)
     if cfg.insufficient_quota:
         raise ApiError(429, QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota")
-    if cfg.rate_limit_rpm is not None:
-        allowed, remaining, reset_s, wait_s = state.limiter.take(cfg.rate_limit_rpm, time.monotonic())
-        headers = {
-            "x-ratelimit-limit-requests": str(cfg.rate_limit_rpm),
-            "x-ratelimit-remaining-requests": str(remaining),
-            "x-ratelimit-reset-requests": format_duration(reset_s),
-        }
-        if not allowed:
-            headers.update(retry_after_headers(round(wait_s, 3)))
-            raise ApiError(
-                429,
-                f"Rate limit reached for {model} in organization org-emulator on requests per min (RPM): "
-                f"Limit {cfg.rate_limit_rpm}, Used {cfg.rate_limit_rpm}, Requested 1. "
-                f"Please try again in {format_duration(wait_s)}.",
-                "requests",
-                "rate_limit_exceeded",
-                headers=headers,
-            )
-        gen.headers = headers
+    tokens = requested_tokens(body, prompt.input_tokens, chat=gen.chat, default_output=cfg.tpm_default_output_tokens)
+    if cfg.rpm_limit is not None or cfg.tpm_limit is not None:
+        admission = state.limiter.admit(model, tokens, time.monotonic())
+        gen.headers = admission.headers
+        if admission.error is not None:
+            state.stats.rate_limited[admission.limit or "requests"] += 1
+            raise admission.error
+    state.stats.admitted["requests"] += 1
+    state.stats.admitted["tokens"] += tokens
     if cfg.long_wait_rate > 0 and (gen.chat or not body.get("background")) and state.rng.random() < cfg.long_wait_rate:
         state.stats.faults["long_wait"] += 1
+        state.stats.rate_limited["requests_per_day"] += 1
         raise _long_wait_error(model, cfg.long_wait_s)
     retry_headers = retry_after_headers(cfg.retry_after_s) if cfg.retry_after_s is not None else {}
     if cfg.error_rate > 0 and state.rng.random() < cfg.error_rate:
@@ -243,6 +245,7 @@ def _admission(state: EmulatorState, gen: _Gen) -> None:
         if (capacity is not None and state.flex_in_flight >= capacity) or (
             cfg.unavailable_rate > 0 and state.rng.random() < cfg.unavailable_rate
         ):
+            state.stats.unavailable += 1
             raise ApiError(
                 429, RESOURCE_UNAVAILABLE_MESSAGE, "rate_limit_error", "resource_unavailable", headers=retry_headers
             )
@@ -268,6 +271,8 @@ async def _generation(request: Request, endpoint: str, chat: bool) -> Response:
         _admission(state, gen)
     except ApiError as exc:
         stats.record(gen.tier, exc.status, key, succeeded=False, code=exc.code)
+        # Rate-limit headers go on every answer past the limiter; an error's own (a daily limit's) win.
+        exc.headers = {**gen.headers, **exc.headers}
         return exc.response()
 
     cfg = state.config
@@ -350,7 +355,9 @@ def _finish(state: EmulatorState, gen: _Gen, served: str, chat: bool) -> dict[st
         max_tokens = body.get("max_output_tokens")
     done = complete(prompt, gen.fmt, model, effort, max_tokens, cache)
     state.cache.store(model, prompt, served, cfg.cache_min_tokens)
-    state.stats.add_tokens(served, done.usage_counts())
+    usage = done.usage_counts()
+    state.stats.add_tokens(served, usage)
+    state.stats.billing.add(model, served, usage, standard_price(model, cfg.prices))
     named = model + cfg.model_snapshot_suffix if cfg.model_snapshot_suffix else model  # as the answer names it
     if chat:
         return chat_completion_object(body=body, model=named, served_tier=served, done=done)

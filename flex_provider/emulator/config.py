@@ -1,7 +1,7 @@
 """Knobs of the flex emulator.
 
 The emulator exists to make the unpleasant parts of Flex processing (429 "Resource Unavailable",
-slow answers, 5xx, hangs, quota and RPM limits) and of a misbehaving server (broken 200 bodies,
+slow answers, 5xx, hangs, quota, request and token rate limits, what it all costs) and of a misbehaving server (broken 200 bodies,
 trickled bodies, dropped connections, day-long 429s) reproducible on a laptop and in CI. Every such
 behaviour is a field here so a test can turn it on, and every random decision is drawn from an RNG
 seeded by ``seed`` so a failing run can be replayed.
@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flex_provider.engine.pricing import DEFAULT_PRICES
 
@@ -29,6 +29,18 @@ DEFAULT_MODELS: tuple[str, ...] = tuple(DEFAULT_PRICES)
 DEFAULT_FLEX_MODELS: tuple[str, ...] = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini")
 # Broken 200 answers ``malformed_rate`` can give (see ``app._malformed_response``).
 MALFORMED_KINDS: tuple[str, ...] = ("invalid_json", "html", "empty", "null", "no_output")
+# Knob names kept working after a rename (old -> new), in the constructor, the runtime update, env vars.
+LEGACY_KNOBS: dict[str, str] = {"rate_limit_rpm": "rpm_limit"}
+
+
+class ModelPrice(BaseModel):
+    """Standard-tier list price of one model, USD per million tokens (the shape of the engine's ``prices=``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0.0)
+    cached_input: float = Field(ge=0.0)
+    output: float = Field(ge=0.0)
 
 
 class EmulatorConfig(BaseModel):
@@ -52,10 +64,34 @@ class EmulatorConfig(BaseModel):
     retry_after_s: float | None = Field(
         default=None, ge=0.0, description="If set, Retry-After header on 429 resource_unavailable and 503."
     )
-    rate_limit_rpm: int | None = Field(
+    rpm_limit: int | None = Field(
         default=None,
         ge=1,
-        description="Requests per minute (token bucket, refilled continuously); beyond -> 429 rate_limit_exceeded.",
+        description="Requests per rate_window_s, per model, all tiers alike (bucket refilled continuously); "
+        "beyond -> 429 rate_limit_exceeded type 'requests'. None = no limit. Old name: rate_limit_rpm.",
+    )
+    tpm_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens per rate_window_s, per model, all tiers alike: a request is charged its estimated "
+        "prompt tokens plus its max output tokens when admitted; beyond -> 429 rate_limit_exceeded type "
+        "'tokens'. None = no limit.",
+    )
+    rate_window_s: float = Field(
+        default=60.0,
+        gt=0.0,
+        description="Window of rpm_limit and tpm_limit (OpenAI: 60 s); tests shorten it to stay quick.",
+    )
+    tpm_default_output_tokens: int = Field(
+        default=4096,
+        ge=0,
+        description="Output tokens charged against tpm_limit for a request that sets no "
+        "max_output_tokens / max_completion_tokens / max_tokens.",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Standard-tier prices (USD per 1M tokens: input, cached_input, output) by model, over the "
+        "engine's DEFAULT_PRICES, for the billing in /emulator/stats; JSON on the CLI and in env vars.",
     )
     hang_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of generation requests that hang for hang_s."
@@ -116,6 +152,17 @@ class EmulatorConfig(BaseModel):
     )
     seed: int = Field(default=0, description="Seeds the RNG behind every 429/5xx/hang/fault/latency decision.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """Accept renamed knobs under their old names (the old name wins when both are given)."""
+        if isinstance(data, dict) and any(old in data for old in LEGACY_KNOBS):
+            data = dict(data)
+            for old, new in LEGACY_KNOBS.items():
+                if old in data:
+                    data[new] = data.pop(old)
+        return data
+
     @field_validator("malformed_kinds")
     @classmethod
     def _known_malformed_kinds(cls, kinds: list[str]) -> list[str]:
@@ -133,6 +180,10 @@ class EmulatorConfig(BaseModel):
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        for old, new in LEGACY_KNOBS.items():
+            raw = env.get(ENV_PREFIX + old.upper())
+            if raw is not None and ENV_PREFIX + new.upper() not in env:
+                values[new] = parse_env_value(raw, is_list=False)
         for name, field in cls.model_fields.items():
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None:
@@ -143,7 +194,7 @@ class EmulatorConfig(BaseModel):
 
     def updated(self, knobs: Mapping[str, Any]) -> EmulatorConfig:
         """Return a validated copy with ``knobs`` applied (unknown knob names raise ValueError)."""
-        unknown = set(knobs) - set(type(self).model_fields)
+        unknown = set(knobs) - set(type(self).model_fields) - set(LEGACY_KNOBS)
         if unknown:
             raise ValueError(f"unknown emulator knob(s): {', '.join(sorted(unknown))}")
         return type(self).model_validate({**self.model_dump(), **knobs})
@@ -157,10 +208,12 @@ class EmulatorConfig(BaseModel):
 
 
 def parse_env_value(raw: str, *, is_list: bool) -> Any:
-    """Turn one env var string into a value pydantic can validate."""
+    """Turn one env var string into a value pydantic can validate (a JSON object for dict knobs)."""
     text = raw.strip()
     if text.lower() in ("", "none", "null"):
         return None
+    if text.startswith("{"):
+        return json.loads(text)
     if is_list:
         if text.startswith("["):
             return json.loads(text)

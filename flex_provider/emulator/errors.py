@@ -66,10 +66,11 @@ class ApiError(Exception):
 
 def format_duration(seconds: float) -> str:
     """Go-style duration as OpenAI prints in ``x-ratelimit-reset-*``: "17ms", "1s", "8.64s", "6m0s"."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    if seconds < 60:
-        text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    millis = max(0, math.ceil(seconds * 1000 - 1e-6))  # rounded up: a reset or a wait is never understated
+    if millis < 1000:
+        return f"{millis}ms"
+    if millis < 60_000:
+        text = f"{millis / 1000:.3f}".rstrip("0").rstrip(".")
         return f"{text}s"
     minutes, secs = divmod(math.ceil(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -81,7 +82,7 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     whole = float(seconds).is_integer()
     return {
         "retry-after": str(int(seconds)) if whole else f"{seconds:.3f}".rstrip("0"),
-        "retry-after-ms": str(math.ceil(seconds * 1000)),
+        "retry-after-ms": str(math.ceil(seconds * 1000 - 1e-6)),
     }
 
 

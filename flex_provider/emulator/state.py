@@ -1,4 +1,4 @@
-"""Mutable emulator state: counters, stored responses, rate limiter, RNG.
+"""Mutable emulator state: counters, bill, stored responses, rate limiter, RNG.
 
 Everything here is touched only from the server's event loop (helpers running in other threads
 hop onto the loop, see ``server.py``), so plain dicts are safe without locks. Every per-request
@@ -15,8 +15,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .billing import Billing
 from .config import EmulatorConfig
 from .content import PromptCache
+from .ratelimit import RateLimiter
 
 
 class Stats:
@@ -25,7 +27,14 @@ class Stats:
     ``requests``/``by_*`` count generation requests only (``responses.create`` and
     ``chat.completions.create``), keyed by the service tier the client *asked for* ("auto" when
     absent), because that is what a client-side retry/fallback policy controls. Every other API
-    call is visible in ``by_endpoint``.
+    call is visible in ``by_endpoint``. ``tokens`` and ``billing`` are keyed by the tier that
+    *served* the request, because that is what is paid for (see ``billing.py``).
+
+    429s by cause: ``rate_limited`` counts ``rate_limit_exceeded`` answers by the limit that refused
+    them (``requests``/``tokens`` per window, ``requests_per_day`` from ``long_wait_rate``);
+    ``unavailable`` counts flex-capacity ``resource_unavailable`` answers. ``admitted`` is what the
+    rate limiter charged: requests past it and their estimated tokens (prompt + max output), the
+    figure to hold against ``tpm_limit`` when measuring how fully a client uses its limit.
     """
 
     def __init__(self) -> None:
@@ -48,6 +57,10 @@ class Stats:
         # Injected misbehaviour (config ``*_rate`` fault knobs), counted when decided.
         self.faults: Counter[str] = Counter(malformed=0, trickle=0, reset=0, long_wait=0)
         self.malformed_kinds: Counter[str] = Counter()
+        self.rate_limited: Counter[str] = Counter(requests=0, tokens=0, requests_per_day=0)
+        self.unavailable = 0
+        self.admitted: Counter[str] = Counter(requests=0, tokens=0)
+        self.billing = Billing()
 
     def record(self, tier: str, status: int, key: str | None, *, succeeded: bool, code: str | None) -> None:
         """Account one finished generation request (O(1))."""
@@ -100,6 +113,10 @@ class Stats:
             "tokens": {tier: dict(c) for tier, c in self.tokens.items()},
             "faults": dict(self.faults),
             "malformed_kinds": dict(self.malformed_kinds),
+            "rate_limited": dict(self.rate_limited),
+            "unavailable": self.unavailable,
+            "admitted": dict(self.admitted),
+            "billing": self.billing.snapshot(),
         }
 
 
@@ -157,37 +174,6 @@ class ResponseStore:
         self.finished.clear()
 
 
-class TokenBucket:
-    """Requests-per-minute limiter shaped like OpenAI's: capacity ``rpm``, refilled continuously.
-
-    That is what makes ``x-ratelimit-reset-requests`` read "1s" after one request at 60 RPM and
-    lets a 429 say exactly how long to wait.
-    """
-
-    def __init__(self) -> None:
-        self.tokens: float | None = None
-        self.updated = 0.0
-        self.rpm: int | None = None
-
-    def take(self, rpm: int, now: float) -> tuple[bool, int, float, float]:
-        """Try to take one request; returns (allowed, remaining, reset_s, retry_after_s)."""
-        rate = rpm / 60.0
-        if self.tokens is None or self.rpm != rpm:
-            self.tokens, self.rpm = float(rpm), rpm
-        else:
-            self.tokens = min(float(rpm), self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        allowed = self.tokens >= 1.0
-        if allowed:
-            self.tokens -= 1.0
-        reset_s = (rpm - self.tokens) / rate
-        retry_after_s = 0.0 if allowed else (1.0 - self.tokens) / rate
-        return allowed, int(self.tokens), reset_s, retry_after_s
-
-    def reset(self) -> None:
-        self.tokens = None
-
-
 class EmulatorState:
     """Everything the routes share: config, RNG, counters, store, limiter, prompt cache."""
 
@@ -196,7 +182,8 @@ class EmulatorState:
         self.rng = random.Random(config.seed)
         self.stats = Stats()
         self.store = ResponseStore()
-        self.limiter = TokenBucket()
+        self.limiter = RateLimiter()
+        self.limiter.configure(config.rpm_limit, config.tpm_limit, config.rate_window_s)
         self.cache = PromptCache()
         self.flex_in_flight = 0
         self.in_flight_all = 0
@@ -210,8 +197,7 @@ class EmulatorState:
         new = self.config.updated(knobs)
         if "seed" in knobs:
             self.rng.seed(new.seed)
-        if new.rate_limit_rpm != self.config.rate_limit_rpm:
-            self.limiter.reset()
+        self.limiter.configure(new.rpm_limit, new.tpm_limit, new.rate_window_s)  # a change refills
         self.config = new
         return new
 
@@ -268,7 +254,8 @@ class EmulatorState:
             self.release_record(rec)
 
     def reset(self) -> None:
-        """Clear stats, stored responses (cancelling background work), cache, limiter; re-seed RNG."""
+        """Clear stats and bill, stored responses (cancelling background work), cache, rate-limit
+        buckets (full again); re-seed RNG."""
         self.cancel_background()
         self.store.clear()
         self.cache.clear()
