@@ -22,6 +22,9 @@ def get_provider_info() -> dict[str, Any]:
         # ``Project-URL: Documentation`` (pyproject ``[project.urls] Documentation``), None if absent.
         "documentation-url": DOCUMENTATION_URL,
         "extra-links": ["flex_provider.links.FlexResultsLink"],
+        # The Flex tab and page (loaded from here when [core] lazy_discover_providers is False, else
+        # from the "airflow.plugins" entry point: see flex_provider.plugins).
+        "plugins": [{"name": "flex", "plugin-class": "flex_provider.plugins.FlexPlugin"}],
         "connection-types": [
             {
                 "connection-type": "openai_flex",

@@ -37,6 +37,7 @@ from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
 from flex_provider.links import RESULTS_XCOM_KEY, FlexResultsLink
+from flex_provider.plugins.run_summary import RUN_SUMMARY_XCOM_KEY, build_run_summary
 from flex_provider.triggers.flex import FlexTrigger
 from flex_provider.utils.storage import (
     checked_path,
@@ -399,6 +400,9 @@ class FlexLLMOperator(BaseOperator):
         self.log.info("flex summary: %s", lines[1])
         for line in lines[2:]:  # failures by reason
             self.log.warning("flex summary: %s", line)
+        # The Flex savings page lists runs from this compact copy (counts, cost, tiers; no failures
+        # beyond their counts by kind); pushed before any max_failed verdict: a failed run was paid too.
+        context["ti"].xcom_push(key=RUN_SUMMARY_XCOM_KEY, value=build_run_summary(summary))
         total, failed = summary["total"], summary["failed"]
         if self.outlets:  # a downstream DAG scheduled on the asset learns where the results are
             extra = asset_extra(summary)
