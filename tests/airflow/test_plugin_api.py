@@ -7,6 +7,7 @@ named in ``FLEX_TEST_DENIED_DAGS`` may not read the DAGs named there.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ def api(airflow_db: Path) -> Iterator[TestClient]:
     patch.syspath_prepend(E2E_DIR)
     patch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "restricted_auth.RestrictedAuthManager")
     patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,reader:viewer,outsider:viewer")
+    # What an api-server's config holds (this process read its config before `airflow db migrate`
+    # wrote one with generated secrets).
+    patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(64))
+    patch.setenv("AIRFLOW__API__SECRET_KEY", secrets.token_urlsafe(32))
     from airflow.api_fastapi.app import create_app, purge_cached_app
 
     try:

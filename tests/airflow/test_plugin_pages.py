@@ -79,9 +79,7 @@ def test_assets_are_self_contained_and_relative(name: str) -> None:
     for ref in re.findall(r"""(?:src|href)=["']([^"']+)""", text):
         assert not ref.startswith(("/", "//")), ref
     for call in re.findall(r"""Flex\.api\(([^)]*)\)""", text):
-        assert call == "apiPath(" or call.lstrip("`\"'").startswith("../api/"), call
-    if name == "task.js":
-        assert "return `../api/runs/${enc(ti.dag_id)}" in text
+        assert call == "ti.path" or call.lstrip("`\"'").startswith("../api/"), call
     assert ".innerHTML" not in text and "eval(" not in text  # data reaches the DOM as text only
 
 

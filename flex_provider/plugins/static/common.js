@@ -45,6 +45,23 @@ const Flex = (() => {
     return body;
   }
 
+  /** The task instance a Flex tab is for, from its query string, and the API path of its state;
+   * null without dag_id/run_id/task_id. The UI leaves "{MAP_INDEX}" as it is on the page of a task
+   * that is not mapped: anything but a number is -1. */
+  function taskFromQuery(search) {
+    const params = new URLSearchParams(search);
+    const ti = {
+      dag_id: params.get("dag_id") || "",
+      run_id: params.get("run_id") || "",
+      task_id: params.get("task_id") || "",
+      map_index: /^-?\d+$/.test(params.get("map_index") || "") ? params.get("map_index") : "-1",
+    };
+    if (!ti.dag_id || !ti.run_id || !ti.task_id) return null;
+    const enc = encodeURIComponent;
+    ti.path = `../api/runs/${enc(ti.dag_id)}/${enc(ti.run_id)}/${enc(ti.task_id)}?map_index=${ti.map_index}`;
+    return ti;
+  }
+
   // -- formatting ---------------------------------------------------------------------------------
   const intFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 
@@ -127,6 +144,16 @@ const Flex = (() => {
     if (!node) return;
     node.textContent = message || "";
     node.hidden = !message;
+    const loading = document.getElementById("flex-loading");
+    if (loading && message) loading.hidden = true;
+  }
+
+  /** The page has data to show: reveal its content (hidden until then, so an error is shown alone). */
+  function revealContent() {
+    const content = document.getElementById("flex-content");
+    if (content) content.hidden = false;
+    const loading = document.getElementById("flex-loading");
+    if (loading) loading.hidden = true;
   }
 
   // -- theme ----------------------------------------------------------------------------------------
@@ -152,11 +179,21 @@ const Flex = (() => {
   // -- charts ---------------------------------------------------------------------------------------
   const PAD = { left: 56, right: 12, top: 10, bottom: 24 };
 
-  function niceMax(value) {
-    if (!(value > 0)) return 1;
-    const exp = Math.pow(10, Math.floor(Math.log10(value)));
-    for (const step of [1, 2, 2.5, 5, 10]) if (step * exp >= value) return step * exp;
-    return 10 * exp;
+  /** Axis scale for values up to `rawMax`: about four round steps (1, 2, 2.5 or 5 times a power of
+   * ten; whole steps for counts) and the axis top, a whole number of steps. */
+  function niceScale(rawMax, integer) {
+    const top = rawMax > 0 ? rawMax : 1;
+    const target = top / 4;
+    const exp = Math.pow(10, Math.floor(Math.log10(target)));
+    let step = 10 * exp;
+    for (const m of integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]) {
+      if (m * exp >= target) {
+        step = m * exp;
+        break;
+      }
+    }
+    if (integer) step = Math.max(1, Math.round(step));
+    return { max: Math.ceil(top / step - 1e-9) * step, step };
   }
 
   function size(svg, fallbackHeight) {
@@ -176,11 +213,11 @@ const Flex = (() => {
     svg.append(svgEl("text", { x: width / 2, y: height / 2, class: "chart-empty", "text-anchor": "middle" }, text));
   }
 
-  function yAxis(svg, width, height, max, format) {
-    const ticks = 4;
-    for (let i = 0; i <= ticks; i++) {
-      const value = (max * i) / ticks;
-      const y = height - PAD.bottom - ((height - PAD.top - PAD.bottom) * i) / ticks;
+  function yAxis(svg, width, height, scale, format) {
+    const count = Math.round(scale.max / scale.step);
+    for (let i = 0; i <= count; i++) {
+      const value = scale.step * i;
+      const y = height - PAD.bottom - ((height - PAD.top - PAD.bottom) * value) / scale.max;
       svg.append(svgEl("line", { x1: PAD.left, x2: width - PAD.right, y1: y, y2: y, class: "grid" }));
       svg.append(svgEl("text", { x: PAD.left - 6, y: y + 4, class: "tick", "text-anchor": "end" }, format(value)));
     }
@@ -188,11 +225,12 @@ const Flex = (() => {
 
   function timeAxis(svg, width, height, t0, t1) {
     const span = Math.max(t1 - t0, 1);
-    const ticks = width < 420 ? 2 : 4;
+    const ticks = Math.max(1, Math.min(4, Math.floor((width - PAD.left - PAD.right) / 90)));
+    const options = span >= 6 * 3600 ? { hour: "2-digit", minute: "2-digit", hour12: false } : { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
     for (let i = 0; i <= ticks; i++) {
       const t = t0 + (span * i) / ticks;
       const x = PAD.left + ((width - PAD.left - PAD.right) * i) / ticks;
-      const label = new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+      const label = new Date(t * 1000).toLocaleTimeString([], options);
       const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
       svg.append(svgEl("text", { x, y: height - 6, class: "tick", "text-anchor": anchor }, label));
     }
@@ -203,7 +241,7 @@ const Flex = (() => {
    * least two points becomes a <path class="series ..."> (the browser tests look for ".series").
    * `legend`: an element that receives one swatch per line.
    */
-  function lineChart(svg, lines, { format = fmtInt, legend = null, empty = "Waiting for data…", minMax = 0 } = {}) {
+  function lineChart(svg, lines, { format = fmtInt, integer = true, legend = null, empty = "Waiting for data…", minMax = 0 } = {}) {
     clear(svg);
     if (legend) legend.replaceChildren();
     const drawn = lines.filter((line) => line.values.length >= 2);
@@ -215,8 +253,9 @@ const Flex = (() => {
     const all = drawn.flatMap((line) => line.values);
     const t0 = Math.min(...all.map((p) => p[0]));
     const t1 = Math.max(...all.map((p) => p[0]));
-    const max = niceMax(Math.max(minMax, ...all.map((p) => p[1])));
-    yAxis(svg, width, height, max, format);
+    const scale = niceScale(Math.max(minMax, ...all.map((p) => p[1])), integer);
+    const max = scale.max;
+    yAxis(svg, width, height, scale, format);
     timeAxis(svg, width, height, t0, t1);
     const x = (t) => PAD.left + ((width - PAD.left - PAD.right) * (t - t0)) / Math.max(t1 - t0, 1);
     const y = (v) => height - PAD.bottom - ((height - PAD.top - PAD.bottom) * v) / max;
@@ -240,7 +279,7 @@ const Flex = (() => {
   }
 
   return {
-    ApiError, api, fmtInt, fmtUsd, fmtPct, fmtDuration, fmtTime, localDay,
-    el, svgEl, setText, showError, followParentTheme, lineChart, niceMax, size, clear, placeholder, yAxis, PAD,
+    ApiError, api, taskFromQuery, fmtInt, fmtUsd, fmtPct, fmtDuration, fmtTime, localDay,
+    el, svgEl, setText, showError, revealContent, followParentTheme, lineChart, niceScale, size, clear, placeholder, yAxis, PAD,
   };
 })();

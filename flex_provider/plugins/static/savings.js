@@ -63,8 +63,9 @@
     const dags = [...new Set([...bars.values()].map((b) => b.dag_id))].sort();
     const { width, height } = Flex.size(svg);
     const P = Flex.PAD;
-    const max = Flex.niceMax(Math.max(...[...bars.values()].map((b) => Math.max(b.standard, b.spent))));
-    Flex.yAxis(svg, width, height, max, Flex.fmtUsd);
+    const scale = Flex.niceScale(Math.max(...[...bars.values()].map((b) => Math.max(b.standard, b.spent))), false);
+    const max = scale.max;
+    Flex.yAxis(svg, width, height, scale, Flex.fmtUsd);
     const plotW = width - P.left - P.right;
     const plotH = height - P.top - P.bottom;
     const groupW = plotW / nights.length;
@@ -146,6 +147,7 @@
       const data = await Flex.api(`../api/runs?limit=${enc(limit)}`);
       Flex.showError("");
       runs = Array.isArray(data.runs) ? data.runs : [];
+      Flex.revealContent(); // before drawing: the chart measures its width
       renderDagFilter();
       render();
       const now = new Date();
@@ -163,5 +165,7 @@
     document.getElementById("flex-limit").addEventListener("change", load);
     window.addEventListener("resize", () => renderChart(filtered()));
     load();
+    // New nights arrive slowly: a look every minute is plenty (skipped while the page is hidden).
+    setInterval(() => { if (!document.hidden) load(); }, 60000);
   });
 })();

@@ -9,22 +9,10 @@
   const ACTIVE = new Set([null, "scheduled", "queued", "running", "deferred", "up_for_retry", "up_for_reschedule", "restarting"]);
   const COUNTERS = ["succeeded", "failed", "in_flight", "skipped", "requests", "unavailable", "rate_limited", "fallbacks", "transient_errors"];
 
-  const params = new URLSearchParams(window.location.search);
-  const ti = {
-    dag_id: params.get("dag_id") || "",
-    run_id: params.get("run_id") || "",
-    task_id: params.get("task_id") || "",
-    map_index: params.get("map_index") || "-1",
-  };
+  const ti = Flex.taskFromQuery(window.location.search);
   let timer = null;
   let failures = 0;
   let last = null;
-
-  function apiPath() {
-    const enc = encodeURIComponent;
-    const mapIndex = /^-?\d+$/.test(ti.map_index) ? ti.map_index : "-1";
-    return `../api/runs/${enc(ti.dag_id)}/${enc(ti.run_id)}/${enc(ti.task_id)}?map_index=${mapIndex}`;
-  }
 
   // -- rendering --------------------------------------------------------------------------------------
   function renderHeader(data) {
@@ -173,6 +161,8 @@
 
   function render(data) {
     last = data;
+    document.body.dataset.status = data.status;
+    Flex.revealContent(); // before drawing: the charts measure their width
     renderHeader(data);
     renderProgress(data);
     renderCounters(data);
@@ -183,7 +173,6 @@
     const now = new Date();
     const updated = Flex.setText("flex-updated", now.toLocaleTimeString());
     updated.dataset.at = now.toISOString();
-    document.body.dataset.status = data.status;
     document.body.dataset.loaded = "1";
   }
 
@@ -197,7 +186,7 @@
     timer = null;
     if (document.hidden) return; // resumed by visibilitychange
     try {
-      const data = await Flex.api(apiPath());
+      const data = await Flex.api(ti.path);
       failures = 0;
       Flex.showError("");
       render(data);
@@ -221,7 +210,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     Flex.followParentTheme();
-    if (!ti.dag_id || !ti.run_id || !ti.task_id) {
+    if (ti === null) {
       Flex.showError("This page needs dag_id, run_id and task_id in its address (the Flex tab of a task instance sets them).");
       return;
     }
