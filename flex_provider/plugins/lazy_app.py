@@ -4,8 +4,8 @@ Airflow imports every ``airflow.plugins`` entry point in every process: the sche
 triggerer and each task run (the task runner loads plugins for their macros). Only the api-server
 serves the plugin's app, and building it imports FastAPI and Airflow's API security module (about
 a second of CPU). :class:`LazyApp` keeps that out of every other process: the plugin class holds
-this small object, and the api-server, which mounts it like any ASGI app, pays for the import on
-the first request to ``/flex``.
+this small object, and the api-server, which mounts it like any ASGI app, builds it on the first
+request to ``/flex``, in a thread: the api-server's event loop never waits on the imports.
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ class LazyApp:
         return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        app = self._app
+        if app is None:
+            import anyio.to_thread
+
+            app = await anyio.to_thread.run_sync(lambda: self.app)
+        await app(scope, receive, send)
 
     def __repr__(self) -> str:
         return f"LazyApp({self.factory!r})"

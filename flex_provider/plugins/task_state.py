@@ -10,24 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
-from airflow.sdk import ObjectStoragePath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flex_provider.links import RESULTS_XCOM_KEY
-from flex_provider.live import LiveState, read_live_state
-from flex_provider.utils.storage import storage_path
+
+if TYPE_CHECKING:
+    from flex_provider.live import LiveState
 
 # The task may still make progress in these states (the page keeps refreshing).
 ACTIVE_STATES = frozenset(
     {"scheduled", "queued", "running", "deferred", "up_for_retry", "up_for_reschedule", "restarting"}
 )
-LiveReader = Callable[[ObjectStoragePath | Path], LiveState | None]
+LiveReader = Callable[[Any], "LiveState | None"]  # read_live_state: a folder in, the live state out
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,12 @@ class CheckpointUnreadable(Exception):
     """The run's folder could not be read (storage down, permissions, a damaged file)."""
 
 
-def task_view(ref: TaskRef, reader: LiveReader = read_live_state) -> dict[str, Any]:
+def task_view(ref: TaskRef, reader: LiveReader | None = None) -> dict[str, Any]:
     """The answer of ``GET /flex/api/runs/{dag_id}/{run_id}/{task_id}``: the task instance, a
     ``status`` (``not_started``, ``running``, ``finished``, or ``stopped`` when the task ended
     without finishing its run), a ``message`` for the first and last, then the live state's keys.
-    Blocking (storage reads): call it from a thread."""
+    Blocking (storage reads, and the first call imports the engine's store and the openai SDK for
+    its error types): call it from a thread, never on the api-server's event loop."""
     view: dict[str, Any] = {
         "dag_id": ref.dag_id,
         "run_id": ref.run_id,
@@ -116,6 +116,12 @@ def task_view(ref: TaskRef, reader: LiveReader = read_live_state) -> dict[str, A
                 "or it ended before it built its job (see its log)."
             )
         return {**view, "status": "not_started", "message": message}
+    from flex_provider.utils.storage import storage_path
+
+    if reader is None:
+        from flex_provider.live import read_live_state
+
+        reader = read_live_state
     try:
         live = reader(storage_path(ref.work_uri))
     except Exception as exc:

@@ -93,6 +93,18 @@ def test_importing_the_plugin_does_not_build_its_app() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def test_building_the_app_imports_neither_the_engine_nor_openai() -> None:
+    """The api-server builds the app on its first request to /flex: quick, so it stays quick. The
+    engine's store and the openai SDK are imported by the first live-state read, in its thread."""
+    code = (
+        "import sys; from flex_provider.plugins.app import create_app; create_app(); "
+        "heavy = [m for m in ('openai', 'flex_provider.engine.store', 'flex_provider.utils.storage') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_fastapi_app_and_views() -> None:
     (app,) = FlexPlugin.fastapi_apps
     assert app["url_prefix"] == "/flex" and app["name"] == "flex" and isinstance(app["app"], LazyApp)
