@@ -138,6 +138,7 @@ def test_finished_run_live_state_history_and_permissions(
     assert row["cost"]["actual"] == pytest.approx(manifest["cost_usd"]["actual"], abs=1e-6)
     assert row["cost"]["standard_equivalent"] > row["cost"]["actual"] > 0 and row["model"] == "gpt-5-mini"
     assert row["date"] and row["finished_at"] and row["duration_s"] >= 0
+    assert get(api, "/flex/api/runs", dag_id="~").json() == listed.json()
     only = get(api, "/flex/api/runs", dag_id=run.dag_id).json()
     assert only["total_entries"] == 1 and only["runs"] == [row]
     assert get(api, "/flex/api/runs", limit=0).status_code == 422
