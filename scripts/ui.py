@@ -213,7 +213,8 @@ class Session:
     # ------------------------------------------------------------------ stop
     def members(self) -> list[psutil.Process]:
         """Every live process of this session: it carries the marker variable, or (``setproctitle``
-        blanks ``/proc/<pid>/environ`` of the api-server and its workers) runs inside ``.ui/``."""
+        blanks ``/proc/<pid>/environ`` of the api-server and its workers) it is an Airflow process
+        running inside ``.ui/`` (never, say, a shell someone opened there)."""
         found = []
         me = os.getpid()
         for proc in psutil.process_iter():
@@ -224,7 +225,7 @@ class Session:
                     found.append(proc)
                     continue
             with contextlib.suppress(psutil.Error):
-                if Path(proc.cwd()).is_relative_to(UI):
+                if Path(proc.cwd()).is_relative_to(UI) and "airflow" in " ".join(proc.cmdline()):
                     found.append(proc)
         return found
 
@@ -256,6 +257,9 @@ def interrupted(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    # Ctrl-C works even when started with SIGINT ignored (a background job of a script), and the
+    # components started below get SIGINT's default back instead of inheriting the "ignore".
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
