@@ -40,8 +40,7 @@ CHROMEDRIVER = Path(os.environ.get("FLEX_UI_CHROMEDRIVER", "/usr/bin/chromedrive
 ARTIFACTS = Path(os.environ.get("FLEX_UI_ARTIFACTS") or ROOT / ".artifacts" / "ui")
 API_KEY = "sk-ui-SECRET-7c1e5a9b3d2f4e6a8b"
 PASSWORD = "ui-test-Pw-41c9"
-DAG_ID = "flex_nightly_enrichment"
-TASK_ID = "enrich_tickets"
+DAG_ID = "flex_nightly_enrichment"  # the example DAG, copied unchanged into the cluster's dags folder
 WINDOW = (1440, 1000)
 
 
