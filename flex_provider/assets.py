@@ -15,8 +15,13 @@ def _count(value: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
-def _usd(value: Any) -> float:
-    return round(float(value), 6) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+def _usd(value: Any) -> float | None:
+    """USD to the micro-dollar; None (an unknown cost: a model without a price) stays None."""
+    return round(float(value), 6) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _difference(standard: float | None, actual: float | None) -> float | None:
+    return round(standard - actual, 6) if standard is not None and actual is not None else None
 
 
 def asset_extra(summary: Mapping[str, Any], *, output_path: str | None = None) -> dict[str, Any]:
@@ -24,7 +29,7 @@ def asset_extra(summary: Mapping[str, Any], *, output_path: str | None = None) -
 
     ``output_path`` overrides the summary's (which is None in XCom mode, where results live in XCom).
     Keys: ``total``, ``succeeded``, ``failed``, ``cost_usd`` (``actual``, ``standard_equivalent``,
-    ``saved``), ``output_path``, ``model``, ``finished_at``."""
+    ``saved``, ``cache_saved``; all None when the cost is unknown), ``output_path``, ``model``, ``finished_at``."""
     cost = summary.get("cost_usd") or {}
     actual, standard = _usd(cost.get("actual")), _usd(cost.get("standard_equivalent"))
     where = output_path if output_path is not None else summary.get("output_path")
@@ -35,7 +40,8 @@ def asset_extra(summary: Mapping[str, Any], *, output_path: str | None = None) -
         "cost_usd": {
             "actual": actual,
             "standard_equivalent": standard,
-            "saved": _usd(cost["saved"]) if "saved" in cost else round(standard - actual, 6),
+            "saved": _usd(cost["saved"]) if "saved" in cost else _difference(standard, actual),
+            "cache_saved": _usd(cost.get("cache_saved")),
         },
         "output_path": str(where) if where is not None else None,
         "model": str(summary["model"]) if summary.get("model") is not None else None,

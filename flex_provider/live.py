@@ -48,10 +48,32 @@ class LiveTokens(TypedDict):
 
 
 class LiveCost(TypedDict):
-    actual: float
-    standard_equivalent: float
-    saved: float
+    """USD. Every amount is None once some tokens could not be priced (``unpriced_tokens``): the
+    cost is then unknown, not the partial sum of the models that had a price."""
+
+    actual: float | None
+    standard_equivalent: float | None
+    saved: float | None  # by flex
+    cache_saved: float | None  # by the prompt cache
     unpriced_tokens: int
+
+
+def _live_cost(actual: float, standard: float, cache_saved: float, unpriced: int) -> LiveCost:
+    if unpriced:
+        return {
+            "actual": None,
+            "standard_equivalent": None,
+            "saved": None,
+            "cache_saved": None,
+            "unpriced_tokens": unpriced,
+        }
+    return {
+        "actual": round(actual, 6),
+        "standard_equivalent": round(standard, 6),
+        "saved": round(standard - actual, 6),
+        "cache_saved": round(cache_saved, 6),
+        "unpriced_tokens": 0,
+    }
 
 
 class LivePoint(TypedDict):
@@ -293,7 +315,7 @@ def merge_live_state(
     reasons: dict[str, int] = {}
     tiers: dict[str, int] = {}
     tokens = {"input": 0, "cached": 0, "output": 0}
-    actual = standard = 0.0
+    actual = standard = cache_saved = 0.0
     unpriced = 0
     failures: dict[str, FailureSample] = {}
     groups = FailureTally()
@@ -310,6 +332,7 @@ def merge_live_state(
         if isinstance(cost, dict):
             actual += _float(cost.get("actual"))
             standard += _float(cost.get("standard_equivalent"))
+            cache_saved += _float(cost.get("cache_saved"))
             unpriced += _int(cost.get("unpriced_tokens"))
         for sample in session.failures(is_latest):
             failures[sample["id"]] = sample
@@ -344,12 +367,7 @@ def merge_live_state(
         "fallbacks": counters["fallbacks"],
         "fallbacks_by_reason": reasons,
         "tokens": {"input": tokens["input"], "cached": tokens["cached"], "output": tokens["output"]},
-        "cost": {
-            "actual": round(actual, 6),
-            "standard_equivalent": round(standard, 6),
-            "saved": round(standard - actual, 6),
-            "unpriced_tokens": unpriced,
-        },
+        "cost": _live_cost(actual, standard, cache_saved, unpriced),
         "tiers": tiers,
         "throughput_per_min": round(speed[0] * 60, 3) if speed is not None else None,
         "eta_s": None,
@@ -403,12 +421,12 @@ def _finish(state: LiveState, summary: Mapping[str, Any]) -> None:
         }
     cost = summary.get("cost_usd")
     if isinstance(cost, dict):
-        state["cost"] = {
-            "actual": _float(cost.get("actual")),
-            "standard_equivalent": _float(cost.get("standard_equivalent")),
-            "saved": _float(cost.get("saved")),
-            "unpriced_tokens": _int(cost.get("unpriced_tokens")),
-        }
+        state["cost"] = _live_cost(
+            _float(cost.get("actual")),
+            _float(cost.get("standard_equivalent")),
+            _float(cost.get("cache_saved")),
+            _int(cost.get("unpriced_tokens")),
+        )
     state["tiers"] = _counts(summary.get("tiers")) or state["tiers"]  # manifests before tiers: the sessions'
     groups = summary.get("failures")
     state["failure_groups"] = (

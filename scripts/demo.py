@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from flex_provider.engine.pricing import cost_text
 from flex_provider.engine.records import as_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +95,7 @@ def main() -> int:
         usage = summary["usage"]
         print(f"Tokens:  {usage['input']} in ({usage['cached']} cached), {usage['output']} out "
               f"({usage['reasoning']} reasoning)")
-        print(f"Cost:    ${cost['actual']:.4f} on flex vs ${cost['standard_equivalent']:.4f} standard: "
-              f"saved ${cost['saved']:.4f}")
+        print(f"Cost:    {cost_text(cost)}")
         return 0
     finally:
         if emulator is not None:

@@ -60,6 +60,9 @@ class CallBuilder:
                     "type": "json_schema",
                     "json_schema": {"name": spec.schema_name, "schema": spec.response_schema, "strict": True},
                 }
+        cache_key = spec.cache_key()
+        if cache_key is not None:
+            extra = {"prompt_cache_key": cache_key, **extra}  # a key in request_options wins
         self._extra = extra
 
     def kwargs(self, prompt: str, tier: str, *, background: bool = False) -> dict[str, Any]:

@@ -192,6 +192,10 @@ class RequestSpec:
     service_tier: str = "flex"
     timeout: float = 900.0
     prompt_template: str | None = None  # None: a dict item's "text" field, or a string item itself
+    # Sent as ``prompt_cache_key`` so that requests sharing the instructions land on the same prompt
+    # cache: "auto" derives it from the fingerprint (same question, same key, night after night),
+    # None sends none. It does not change answers, so it is not part of the fingerprint.
+    prompt_cache_key: str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.prompt_template is not None and not isinstance(self.prompt_template, str):
@@ -203,6 +207,12 @@ class RequestSpec:
         require_choice("api", self.api, API_CHOICES)
         require_choice("service_tier", self.service_tier, SERVICE_TIERS)
         require_positive("timeout", self.timeout)
+        if self.prompt_cache_key is not None and (
+            not isinstance(self.prompt_cache_key, str) or not self.prompt_cache_key
+        ):
+            raise FlexInputError(
+                f"prompt_cache_key: expected a non-empty string, 'auto' or None, got {self.prompt_cache_key!r}"
+            )
         _check_sendable("model", self.model)
         if self.instructions is not None:
             _check_sendable("instructions", self.instructions)
@@ -235,6 +245,12 @@ class RequestSpec:
         shape = {name: getattr(self, name) for name in self.FINGERPRINT_FIELDS}
         blob = json.dumps(shape, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def cache_key(self) -> str | None:
+        """The ``prompt_cache_key`` to send: the user's, one derived from the fingerprint, or None."""
+        if self.prompt_cache_key == "auto":
+            return f"flex-{self.fingerprint()[:32]}"
+        return self.prompt_cache_key
 
 
 @dataclass(frozen=True)

@@ -114,26 +114,50 @@ class PriceTable:
 
 @dataclass(slots=True)
 class CostTally:
-    """Running totals: what was paid (by served tier) and what the standard tier would have cost."""
+    """Running totals: what was paid (by served tier), what the standard tier would have cost, and
+    what the prompt cache saved (cached input tokens billed at the cached rate, on the served tier)."""
 
     actual: float = 0.0
     standard_equivalent: float = 0.0
+    cache_saved: float = 0.0
     unpriced_tokens: int = 0
 
     def add(self, table: PriceTable, model: str, tier: str | None, usage: Usage) -> None:
+        price = table.lookup(model)
         standard = table.standard_cost(model, usage)
-        if standard is None:
+        if price is None or standard is None:
             self.unpriced_tokens += usage.input + usage.output
             return
+        multiplier = TIER_MULTIPLIER.get(tier or "default", 1.0)
         self.standard_equivalent += standard
-        self.actual += standard * TIER_MULTIPLIER.get(tier or "default", 1.0)
+        self.actual += standard * multiplier
+        self.cache_saved += usage.cached * (price.input - price.cached_input) * multiplier / PER_MILLION
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        """USD amounts rounded to the micro-dollar; all of them ``None`` once any tokens could not be
+        priced (a total that silently leaves out a model would be a made-up number), with
+        ``unpriced_tokens`` saying how many."""
+        if self.unpriced_tokens:
+            return dict.fromkeys(("actual", "standard_equivalent", "saved", "cache_saved")) | {
+                "unpriced_tokens": self.unpriced_tokens
+            }
+        return {
             "actual": round(self.actual, 6),
             "standard_equivalent": round(self.standard_equivalent, 6),
             "saved": round(self.standard_equivalent - self.actual, 6),
+            "cache_saved": round(self.cache_saved, 6),
         }
-        if self.unpriced_tokens:
-            out["unpriced_tokens"] = self.unpriced_tokens
-        return out
+
+
+def cost_text(cost: Mapping[str, float | None]) -> str:
+    """``cost $0.0123 vs $0.0246 standard, saved $0.0123 by flex, $0.0010 by the prompt cache``, or
+    why the cost is unknown (a model without a price)."""
+    unpriced = cost.get("unpriced_tokens")
+    if cost.get("actual") is None:
+        return f"cost unknown ({int(unpriced or 0):,} tokens of models without a price: pass prices=)"
+    text = (
+        f"cost ${cost.get('actual') or 0.0:,.4f} vs ${cost.get('standard_equivalent') or 0.0:,.4f} standard, "
+        f"saved ${cost.get('saved') or 0.0:,.4f} by flex"
+    )
+    cache_saved = cost.get("cache_saved")
+    return f"{text}, ${cache_saved:,.4f} by the prompt cache" if cache_saved else text

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from flex_provider.engine.pricing import CostTally
+from flex_provider.engine.pricing import CostTally, cost_text
 from flex_provider.engine.usage import Usage
 
 PROGRESS_FORMAT = 1  # ``format`` of a progress file with the live state; files without it hold counters only
@@ -106,7 +106,7 @@ class RunCounters:
             f"unavailable(429) {self.unavailable:,}, rate-limited(429) {self.rate_limited:,}, "
             f"transient errors {self.transient_errors:,}, fallbacks {self.fallbacks:,}, "
             f"tokens in {u.input:,} out {u.output:,}, "
-            f"cost ${c.actual:,.4f} (saved ${c.standard_equivalent - c.actual:,.4f}), "
+            f"{cost_text(c.as_dict())}, "
             f"elapsed {time.monotonic() - self.started:.0f}s"
         )
 
@@ -281,8 +281,9 @@ class ProgressSeries:
 
 
 class ProgressCost(TypedDict):
-    actual: float
+    actual: float  # what the priced tokens cost (``unpriced_tokens`` > 0: the run's cost is unknown)
     standard_equivalent: float
+    cache_saved: float
     unpriced_tokens: int
 
 
@@ -410,6 +411,7 @@ class LiveProgress:
             "cost": {
                 "actual": round(cost.actual, 6),
                 "standard_equivalent": round(cost.standard_equivalent, 6),
+                "cache_saved": round(cost.cache_saved, 6),
                 "unpriced_tokens": cost.unpriced_tokens,
             },
             "tiers": tiers,

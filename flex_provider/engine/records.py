@@ -17,7 +17,7 @@ from flex_provider.engine.attempt import ItemAttempt
 from flex_provider.engine.background import BackgroundFailed
 from flex_provider.engine.calls import Reply
 from flex_provider.engine.errors import FlexRunAborted, Verdict, WaitTooLong, classify, error_info
-from flex_provider.engine.pricing import CostTally, PriceTable
+from flex_provider.engine.pricing import CostTally, PriceTable, cost_text
 from flex_provider.engine.progress import FailureGroup, FailureTally, RunCounters
 from flex_provider.engine.usage import Usage
 
@@ -100,7 +100,9 @@ class RecordTotals(TypedDict):
     failed_ids: list[str]  # the first FAILED_IDS_SHOWN
     failures: list[FailureGroup]  # failed records by kind, biggest first (see FailureTally)
     usage: dict[str, int]
-    cost_usd: dict[str, float]  # CostTally.as_dict(): actual, standard_equivalent, saved[, unpriced_tokens]
+    cost_usd: dict[
+        str, float | None
+    ]  # CostTally.as_dict(): actual, standard_equivalent, saved, cache_saved (None: unknown)
     tiers: dict[str, int]  # final records by the service tier that served them (records without one: not counted)
 
 
@@ -331,16 +333,6 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
 def usage_text(usage: Mapping[str, int]) -> str:
     """``tokens in 1,234 (cached 0) out 5,678``"""
     return f"tokens in {usage.get('input', 0):,} (cached {usage.get('cached', 0):,}) out {usage.get('output', 0):,}"
-
-
-def cost_text(cost: Mapping[str, float]) -> str:
-    """``cost $0.0123 vs $0.0246 standard, saved $0.0123`` (and tokens no price was known for)."""
-    text = (
-        f"cost ${cost.get('actual', 0.0):,.4f} vs ${cost.get('standard_equivalent', 0.0):,.4f} standard, "
-        f"saved ${cost.get('saved', 0.0):,.4f}"
-    )
-    unpriced = cost.get("unpriced_tokens")
-    return f"{text} ({int(unpriced):,} tokens of unknown models not priced)" if unpriced else text
 
 
 def failure_text(group: FailureGroup) -> str:

@@ -70,7 +70,7 @@ def test_asset_extra_is_small_and_json_native() -> None:
         "total": 10,
         "succeeded": 9,
         "failed": 1,
-        "cost_usd": {"actual": 0.5, "standard_equivalent": 1.0, "saved": 0.5},
+        "cost_usd": {"actual": 0.5, "standard_equivalent": 1.0, "saved": 0.5, "cache_saved": None},
         "output_path": "s3://b/out",
         "model": "gpt-5-mini",
         "finished_at": "2026-01-01T00:00:00.000000+00:00",
@@ -79,6 +79,11 @@ def test_asset_extra_is_small_and_json_native() -> None:
     assert asset_extra({**summary, "output_path": None})["output_path"] is None  # XCom mode
     assert asset_extra({**summary, "output_path": None}, output_path="file:///w")["output_path"] == "file:///w"
     assert asset_extra({"cost_usd": {"actual": 1, "standard_equivalent": 2}})["cost_usd"]["saved"] == 1.0
+    unknown = {"actual": None, "standard_equivalent": None, "saved": None, "cache_saved": None, "unpriced_tokens": 9}
+    # a model without a price: the event says the cost is unknown rather than $0
+    assert asset_extra({"cost_usd": unknown})["cost_usd"] == dict.fromkeys(
+        ("actual", "standard_equivalent", "saved", "cache_saved")
+    )
 
 
 # -- through dag.test() ----------------------------------------------------------------------------

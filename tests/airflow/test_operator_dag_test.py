@@ -165,7 +165,7 @@ def test_max_failed_error_names_failures_by_reason_and_redo_failed_all_sends_the
     assert "model_not_found (not retryable): The model `gpt-nope` does not exist" in text
     assert 'the 2 not retryable one(s) are kept as final unless the task sets redo_failed="all"' in text
     assert "flex summary: 2 item(s): succeeded 0, failed 2; requests 2 " in text
-    assert "flex summary: tokens in 0 (cached 0) out 0; cost $0.0000 vs $0.0000 standard, saved $0.0000;" in text
+    assert "flex summary: tokens in 0 (cached 0) out 0; cost $0.0000 vs $0.0000 standard, saved $0.0000 by flex;" in text
     assert "usage={" not in text and "cost_usd={" not in text  # no dict reprs
 
     emu.update(models=[*DEFAULT_MODELS, "gpt-nope"], flex_models=[*DEFAULT_FLEX_MODELS, "gpt-nope"])  # fixed

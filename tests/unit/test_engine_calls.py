@@ -11,7 +11,7 @@ from openai.types.responses import Response
 
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.config import RequestSpec
-from flex_provider.engine.errors import MalformedResponseError, OutputValidationError, Verdict, classify
+from flex_provider.engine.errors import FlexInputError, MalformedResponseError, OutputValidationError, Verdict, classify
 from flex_provider.engine.usage import Usage
 
 SCHEMA = {
@@ -101,12 +101,48 @@ class _Endpoint:
 
 
 def test_responses_kwargs_plain():
-    builder = CallBuilder(RequestSpec(model="o3", timeout=60))
+    builder = CallBuilder(RequestSpec(model="o3", timeout=60, prompt_cache_key=None))
     assert builder.kwargs("Hello", "flex") == {"model": "o3", "input": "Hello", "service_tier": "flex", "timeout": 60}
 
 
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_prompt_cache_key_auto_is_the_same_for_the_same_question(api):
+    """Every request of a run, and of the next night's run of the same task, shares one cache key, so
+    the shared instructions land on the same prompt cache; another question gets another key."""
+    spec = RequestSpec(model="o3", api=api, instructions="Classify the ticket.")
+    key = CallBuilder(spec).kwargs("one", "flex")["prompt_cache_key"]
+    assert (
+        key
+        == CallBuilder(RequestSpec(model="o3", api=api, instructions="Classify the ticket.")).kwargs("two", "default")[
+            "prompt_cache_key"
+        ]
+    )
+    assert key.startswith("flex-")
+    other = RequestSpec(model="o3", api=api, instructions="Summarise the ticket.")
+    assert CallBuilder(other).kwargs("one", "flex")["prompt_cache_key"] != key
+
+
+def test_prompt_cache_key_given_none_or_in_request_options():
+    assert (
+        CallBuilder(RequestSpec(model="o3", prompt_cache_key="tickets")).kwargs("x", "flex")["prompt_cache_key"]
+        == "tickets"
+    )
+    assert "prompt_cache_key" not in CallBuilder(RequestSpec(model="o3", prompt_cache_key=None)).kwargs("x", "flex")
+    mine = RequestSpec(model="o3", request_options={"prompt_cache_key": "mine"})
+    assert CallBuilder(mine).kwargs("x", "flex")["prompt_cache_key"] == "mine"
+
+
+def test_prompt_cache_key_is_not_part_of_the_fingerprint():
+    """Folders written before the key existed, or with another key, hold the same answers."""
+    assert RequestSpec(model="o3", prompt_cache_key="a").fingerprint() == RequestSpec(model="o3").fingerprint()
+    with pytest.raises(FlexInputError, match="prompt_cache_key"):
+        RequestSpec(model="o3", prompt_cache_key="")
+
+
 def test_responses_kwargs_with_instructions_options_and_background():
-    spec = RequestSpec(model="o3", instructions="Be brief.", request_options={"max_output_tokens": 50})
+    spec = RequestSpec(
+        model="o3", instructions="Be brief.", request_options={"max_output_tokens": 50}, prompt_cache_key=None
+    )
     kw = CallBuilder(spec).kwargs("Hi", "default", background=True)
     assert kw == {
         "model": "o3",
@@ -136,7 +172,7 @@ def test_responses_structured_output_uses_text_format_json_schema_strict():
 
 
 def test_chat_kwargs_instructions_as_developer_message():
-    spec = RequestSpec(model="o3", api="chat", instructions="Answer in French.", timeout=12.5)
+    spec = RequestSpec(model="o3", api="chat", instructions="Answer in French.", timeout=12.5, prompt_cache_key="k")
     kw = CallBuilder(spec).kwargs("Hello", "flex")
     assert kw == {
         "model": "o3",
@@ -145,6 +181,7 @@ def test_chat_kwargs_instructions_as_developer_message():
             {"role": "user", "content": "Hello"},
         ],
         "service_tier": "flex",
+        "prompt_cache_key": "k",
         "timeout": 12.5,
     }
 
@@ -260,7 +297,7 @@ def test_read_chat_refusal_carries_usage_and_tier():
 
 async def test_send_responses():
     client = FakeClient(make_response("plain answer"))
-    builder = CallBuilder(RequestSpec(model="o3", instructions="Be nice.", timeout=30))
+    builder = CallBuilder(RequestSpec(model="o3", instructions="Be nice.", timeout=30, prompt_cache_key=None))
     reply = await builder.send(client, "Hi", "flex")
     assert reply.output == "plain answer"
     assert client.calls == [

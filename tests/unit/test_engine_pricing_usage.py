@@ -4,7 +4,7 @@ import pytest
 from openai.types import CompletionUsage
 from openai.types.responses import ResponseUsage
 
-from flex_provider.engine.pricing import DEFAULT_PRICES, CostTally, Price, PriceTable
+from flex_provider.engine.pricing import DEFAULT_PRICES, CostTally, Price, PriceTable, cost_text
 from flex_provider.engine.usage import Usage
 
 # -- Usage ----------------------------------------------------------------------------------
@@ -142,8 +142,19 @@ def test_flex_costs_half_of_standard():
     assert default.actual == pytest.approx(12.5)
     assert flex.actual == pytest.approx(6.25)
     assert flex.standard_equivalent == pytest.approx(12.5)
-    assert flex.as_dict() == {"actual": 6.25, "standard_equivalent": 12.5, "saved": 6.25}
-    assert default.as_dict() == {"actual": 12.5, "standard_equivalent": 12.5, "saved": 0.0}
+    assert flex.as_dict() == {"actual": 6.25, "standard_equivalent": 12.5, "saved": 6.25, "cache_saved": 0.0}
+    assert default.as_dict() == {"actual": 12.5, "standard_equivalent": 12.5, "saved": 0.0, "cache_saved": 0.0}
+
+
+def test_cache_saved_is_the_cached_discount_on_the_served_tier():
+    # gpt-5: input $1.25, cached $0.125 per 1M; 800k of 1M input tokens came from the cache
+    usage = Usage(input=1_000_000, cached=800_000, output=0)
+    flex, default = CostTally(), CostTally()
+    flex.add(PriceTable(), "gpt-5", "flex", usage)
+    default.add(PriceTable(), "gpt-5", "default", usage)
+    assert default.cache_saved == pytest.approx(0.8 * (1.25 - 0.125))
+    assert flex.cache_saved == pytest.approx(0.8 * (1.25 - 0.125) / 2)
+    assert default.actual == pytest.approx(0.2 * 1.25 + 0.8 * 0.125)  # what was paid already has it
 
 
 @pytest.mark.parametrize(("tier", "factor"), [(None, 1.0), ("auto", 1.0), ("priority", 2.0), ("unknown", 1.0)])
@@ -159,7 +170,14 @@ def test_unknown_model_counts_unpriced_tokens():
     tally.add(PriceTable(), "o3", "flex", Usage(input=1_000_000))
     assert tally.unpriced_tokens == 120
     assert tally.actual == pytest.approx(1.0)
-    assert tally.as_dict() == {"actual": 1.0, "standard_equivalent": 2.0, "saved": 1.0, "unpriced_tokens": 120}
+    # one unknown model makes every total unknown, never a partial sum passed off as the cost
+    assert tally.as_dict() == {
+        "actual": None,
+        "standard_equivalent": None,
+        "saved": None,
+        "cache_saved": None,
+        "unpriced_tokens": 120,
+    }
 
 
 def test_cost_tally_accumulates_and_rounds():
@@ -170,3 +188,15 @@ def test_cost_tally_accumulates_and_rounds():
     assert tally.actual == pytest.approx(3 * 0.45e-6 / 2)
     assert tally.as_dict()["actual"] == round(3 * 0.45e-6 / 2, 6)
     assert "unpriced_tokens" not in tally.as_dict()
+
+
+def test_cost_text_names_both_savings_or_why_the_cost_is_unknown():
+    assert cost_text({"actual": 1.0, "standard_equivalent": 2.5, "saved": 1.5, "cache_saved": 0.25}) == (
+        "cost $1.0000 vs $2.5000 standard, saved $1.5000 by flex, $0.2500 by the prompt cache"
+    )
+    assert cost_text({"actual": 1.0, "standard_equivalent": 2.0, "saved": 1.0, "cache_saved": 0.0}) == (
+        "cost $1.0000 vs $2.0000 standard, saved $1.0000 by flex"
+    )
+    tally = CostTally()
+    tally.add(PriceTable(), "house-model", "flex", Usage(input=1_000, output=234))
+    assert cost_text(tally.as_dict()) == "cost unknown (1,234 tokens of models without a price: pass prices=)"

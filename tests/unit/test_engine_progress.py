@@ -31,7 +31,7 @@ def test_line_reports_counts_tokens_and_money():
     assert line.startswith("flex progress: done 9/20 (succeeded 7, failed 2, resumed 1), in flight 3, requests 15, ")
     assert "unavailable(429) 4, rate-limited(429) 0, transient errors 0, fallbacks 0" in line
     assert "tokens in 1,234 out 56" in line
-    assert "cost $0.5000 (saved $0.7500)" in line
+    assert "cost $0.5000 vs $1.2500 standard, saved $0.7500 by flex" in line
     assert re.search(r"elapsed \d+s$", line)
 
 

@@ -128,7 +128,7 @@ def test_a_progress_file_keeps_the_request_counters_older_readers_sum_and_adds_t
     assert doc["format"] == 1 and doc["session"] == S(1) and doc["total"] == 50
     assert (doc["succeeded"], doc["failed"], doc["resumed"], doc["resumed_failed"], doc["in_flight"]) == (4, 1, 7, 2, 6)
     assert doc["tokens"] == {"input": 40, "cached": 0, "output": 40, "reasoning": 0}
-    assert doc["cost"] == {"actual": 0.04, "standard_equivalent": 0.08, "unpriced_tokens": 12}
+    assert doc["cost"] == {"actual": 0.04, "standard_equivalent": 0.08, "cache_saved": 0.0, "unpriced_tokens": 12}
     assert doc["tiers"] == {"flex": 3, "default": 1}
     assert doc["fallbacks_by_reason"] == {"unavailable": 1}
     assert datetime.fromisoformat(doc["started_at"]).timestamp() == T0
@@ -238,7 +238,13 @@ def test_one_session_mid_run():
     assert (state["total"], state["done"], state["succeeded"], state["failed"], state["skipped"]) == (100, 21, 20, 1, 0)
     assert state["in_flight"] == 8 and state["requests"] == 21 and state["sessions"] == 1
     assert state["tokens"] == {"input": 200, "cached": 0, "output": 200}
-    assert state["cost"] == {"actual": 0.2, "standard_equivalent": 0.4, "saved": 0.2, "unpriced_tokens": 0}
+    assert state["cost"] == {
+        "actual": 0.2,
+        "standard_equivalent": 0.4,
+        "saved": 0.2,
+        "cache_saved": 0.0,
+        "unpriced_tokens": 0,
+    }
     assert state["tiers"] == {"flex": 20}
     assert state["throughput_per_min"] == 18.0  # 21 items in the 70 s since the session started
     assert state["eta_s"] == pytest.approx(79 / (21 / 70), abs=0.1)
@@ -451,7 +457,13 @@ def test_a_finished_run_shows_the_manifest_totals(tmp_path):
     assert (state["skipped"], state["in_flight"], state["eta_s"], state["eta_at"]) == (90, 0, None, None)
     assert (state["requests"], state["unavailable"], state["malformed"], state["fallbacks"]) == (130, 9, 1, 3)
     assert state["tokens"] == {"input": 1000, "cached": 10, "output": 500}
-    assert state["cost"] == {"actual": 1.5, "standard_equivalent": 3.0, "saved": 1.5, "unpriced_tokens": 0}
+    assert state["cost"] == {
+        "actual": 1.5,
+        "standard_equivalent": 3.0,
+        "saved": 1.5,
+        "cache_saved": 0.0,
+        "unpriced_tokens": 0,
+    }
     assert state["tiers"] == {"flex": 95, "default": 4}
     assert state["failure_groups"] == summary["failures"]
     assert state["duration_s"] == 42.5 and state["model"] == "gpt-5-mini-2025-08-07"
@@ -493,3 +505,21 @@ def test_the_live_state_is_json_ready_and_typed():
     state: LiveState = merge_live_state([Session(1, T0).checkpoint(T0 + 1)])
     assert json.loads(json.dumps(state)) == state
     assert list(LiveState.__annotations__) == CONTRACT_KEYS
+
+
+def test_cost_is_unknown_once_any_tokens_could_not_be_priced():
+    """A model without a price makes the live cost null (never the partial sum of the priced ones);
+    the cache saving is carried next to the flex saving."""
+    priced, unpriced = Session(1, T0, total=10), Session(2, T0 + 100, total=10)
+    priced.finish(2)
+    priced.counters.cost.cache_saved = 0.05
+    assert merge_live_state([priced.checkpoint(T0 + 10)])["cost"]["cache_saved"] == 0.05
+    unpriced.counters.cost.unpriced_tokens = 40
+    state = merge_live_state([priced.checkpoint(T0 + 10), unpriced.checkpoint(T0 + 110)])
+    assert state["cost"] == {
+        "actual": None,
+        "standard_equivalent": None,
+        "saved": None,
+        "cache_saved": None,
+        "unpriced_tokens": 40,
+    }
