@@ -75,3 +75,23 @@ def test_engine_does_not_import_airflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_wheel_carries_the_plugins_pages(tmp_path):
+    """An editable install serves the pages from the checkout; a wheel must carry them itself, or the
+    Flex tab answers 500 on every real deployment (setuptools packages only .py files by default)."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    pages = {p.name for p in (root / "flex_provider" / "plugins" / "static").iterdir()}
+    assert pages >= {"task.html", "task.js", "savings.html", "savings.js"}
+    assert {f"flex_provider/plugins/static/{name}" for name in pages} <= names
