@@ -161,3 +161,24 @@ def cost_text(cost: Mapping[str, float | None]) -> str:
     )
     cache_saved = cost.get("cache_saved")
     return f"{text}, ${cache_saved:,.4f} by the prompt cache" if cache_saved else text
+
+
+def _usd(value: Any) -> float | None:
+    return round(float(value), 6) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read_cost(cost: Any) -> dict[str, float | None]:
+    """The amounts of a summary's ``cost_usd`` as read back from storage or XCom (so checked, not
+    trusted): numbers to the micro-dollar, None where unknown, ``saved`` derived for summaries
+    written before it was stored. Used by everything that republishes a run's cost."""
+    found: Mapping[str, Any] = cost if isinstance(cost, Mapping) else {}
+    actual, standard = _usd(found.get("actual")), _usd(found.get("standard_equivalent"))
+    saved = _usd(found.get("saved"))
+    if "saved" not in found and actual is not None and standard is not None:
+        saved = round(standard - actual, 6)
+    return {
+        "actual": actual,
+        "standard_equivalent": standard,
+        "saved": saved,
+        "cache_saved": _usd(found.get("cache_saved")),
+    }

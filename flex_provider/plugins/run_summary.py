@@ -10,7 +10,9 @@ api-server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
+
+from flex_provider.engine.pricing import read_cost
 
 RUN_SUMMARY_XCOM_KEY = "flex_run_summary"
 RUN_SUMMARY_FORMAT = 1
@@ -25,9 +27,12 @@ class FailureCount(TypedDict):
 
 
 class SummaryCost(TypedDict):
-    actual: float
-    standard_equivalent: float
-    saved: float
+    """USD; all None when the run's cost is unknown (a model without a price)."""
+
+    actual: float | None
+    standard_equivalent: float | None
+    saved: float | None
+    cache_saved: float | None
 
 
 class FlexRunSummary(TypedDict):
@@ -73,9 +78,6 @@ def _counts(value: Any) -> dict[str, int]:
 def build_run_summary(summary: Mapping[str, Any]) -> FlexRunSummary:
     """From a run summary (``_manifest.json``, :class:`~flex_provider.engine.records.RunSummary`).
     Lenient with missing keys: a manifest written by an older release still gives a row."""
-    found = summary.get("cost_usd")
-    cost: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    actual, standard = round(_float(cost.get("actual")), 6), round(_float(cost.get("standard_equivalent")), 6)
     failures: list[FailureCount] = []
     for group in summary.get("failures") or ():
         if isinstance(group, Mapping):
@@ -99,11 +101,7 @@ def build_run_summary(summary: Mapping[str, Any]) -> FlexRunSummary:
         "rate_limited": _int(summary.get("rate_limited")),
         "fallbacks": _int(summary.get("fallbacks")),
         "usage": _counts(summary.get("usage")),
-        "cost": {
-            "actual": actual,
-            "standard_equivalent": standard,
-            "saved": round(_float(cost["saved"]), 6) if "saved" in cost else round(standard - actual, 6),
-        },
+        "cost": cast(SummaryCost, read_cost(summary.get("cost_usd"))),
         "tiers": _counts(summary.get("tiers")),
         "duration_s": round(_float(summary.get("duration_s")), 3),
         "finished_at": str(summary.get("finished_at") or ""),

@@ -73,3 +73,13 @@ def test_read_run_summary_is_lenient() -> None:
     assert read_run_summary("text") is None
     row = read_run_summary({"format": 7, "cost": {"actual": 1, "standard_equivalent": 3}, "total": 4, "extra": 1})
     assert row is not None and row["total"] == 4 and row["cost"]["saved"] == 2.0 and "extra" not in row
+
+
+def test_an_unknown_cost_stays_unknown_in_the_history_row():
+    """A run on a model without a price: the savings page's row says the cost is unknown (null), not $0."""
+    unknown = {"actual": None, "standard_equivalent": None, "saved": None, "cache_saved": None, "unpriced_tokens": 7}
+    assert build_run_summary({"total": 1, "cost_usd": unknown})["cost"] == dict.fromkeys(
+        ("actual", "standard_equivalent", "saved", "cache_saved")
+    )
+    known = {"actual": 1.0, "standard_equivalent": 2.0, "saved": 1.0, "cache_saved": 0.25}
+    assert build_run_summary({"total": 1, "cost_usd": known})["cost"] == known

@@ -72,21 +72,29 @@
   }
 
   function renderCost(data) {
+    // A model without a price makes every amount null: say "unknown", never show a made-up $0.
     const cost = data.cost || {};
+    const usd = (value) => (typeof value === "number" ? value : null);
     for (const [id, key] of [["flex-cost-actual", "actual"], ["flex-cost-standard", "standard_equivalent"], ["flex-cost-saved", "saved"]]) {
       const node = document.getElementById(id);
-      const value = typeof cost[key] === "number" ? cost[key] : 0;
-      node.dataset.value = String(value);
-      node.textContent = Flex.fmtUsd(value);
+      const value = usd(cost[key]);
+      node.dataset.value = value === null ? "" : String(value);
+      node.textContent = value === null ? "unknown" : Flex.fmtUsd(value);
     }
     const saved = document.getElementById("flex-cost-saved");
     const pct = Flex.fmtPct(cost.saved, cost.standard_equivalent);
     if (pct) saved.textContent += ` (${pct})`;
+    const cache = document.getElementById("flex-cost-cache");
+    const cacheSaved = usd(cost.cache_saved);
+    cache.dataset.value = cacheSaved === null ? "" : String(cacheSaved);
+    cache.textContent = cacheSaved ? `+ ${Flex.fmtUsd(cacheSaved)} by the prompt cache` : "";
     const t = data.tokens || {};
     Flex.setText("flex-tokens", `in ${Flex.fmtInt(t.input)} (cached ${Flex.fmtInt(t.cached)}) · out ${Flex.fmtInt(t.output)}`);
     const unpriced = document.getElementById("flex-unpriced");
     unpriced.hidden = !(cost.unpriced_tokens > 0);
-    unpriced.textContent = cost.unpriced_tokens > 0 ? `${Flex.fmtInt(cost.unpriced_tokens)} tokens of a model with no known price are not counted` : "";
+    unpriced.textContent = cost.unpriced_tokens > 0
+      ? `Cost unknown: ${Flex.fmtInt(cost.unpriced_tokens)} tokens of a model with no known price (pass prices= to the operator)`
+      : "";
   }
 
   function renderCharts(data) {
