@@ -10,6 +10,7 @@ When the trigger fires, the task resumes here, reads the manifest and returns th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import re
@@ -38,6 +39,7 @@ from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
 from flex_provider.links import RESULTS_XCOM_KEY, FlexResultsLink
 from flex_provider.plugins.run_summary import RUN_SUMMARY_XCOM_KEY, build_run_summary
+from flex_provider.site_prices import prices_for_run
 from flex_provider.triggers.flex import FlexTrigger
 from flex_provider.utils.storage import (
     checked_path,
@@ -131,7 +133,10 @@ class FlexLLMOperator(BaseOperator):
         ``background=True``; response ids are checkpointed and polled, surviving restarts).
     :param checkpoint_root: where XCom-mode runs checkpoint (default ``$AIRFLOW_HOME/flex_checkpoints``
         or ``FLEX_PROVIDER_CHECKPOINT_ROOT``).
-    :param prices: overrides of the price table, ``{model: {"input", "cached_input", "output"}}`` USD/1M.
+    :param prices: prices of the standard tier, ``{model: {"input", "cached_input", "output"}}`` USD per
+        1M tokens, over the site-wide ``flex_prices`` Variable, over genai-prices' maintained table.
+    :param prompt_cache_key: sent with every request so requests sharing the instructions hit the same
+        prompt cache: ``"auto"`` (default: one key per question, the same every night), a string, or None.
     :param deferrable: run the requests in the triggerer (True) or in the worker (False); default:
         ``[operators] default_deferrable`` (which Airflow ships as False: set it to True, or pass
         ``deferrable=True``, to free worker slots while flex is slow).
@@ -176,6 +181,7 @@ class FlexLLMOperator(BaseOperator):
         poll_interval: float = 5.0,
         progress_interval: float = 5.0,
         prices: dict[str, dict[str, float]] | None = None,
+        prompt_cache_key: str | None = "auto",
         xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES,
         conn_id: str = FlexHook.default_conn_name,
         deferrable: bool | None = None,
@@ -212,6 +218,7 @@ class FlexLLMOperator(BaseOperator):
         self.request_options = request_options or {}
         self.service_tier = service_tier
         self.timeout = timeout
+        self.prompt_cache_key = prompt_cache_key
         self.output_path = output_path
         self.max_failed = max_failed
         self.checkpoint_root = checkpoint_root
@@ -255,6 +262,7 @@ class FlexLLMOperator(BaseOperator):
             service_tier=self.service_tier,
             timeout=self.timeout,
             prompt_template=self.prompt_template,
+            prompt_cache_key=self.prompt_cache_key,
         )
 
     @staticmethod
@@ -289,7 +297,9 @@ class FlexLLMOperator(BaseOperator):
         job = FlexJob(
             conn_id=self.conn_id,
             spec=self._request_spec(),
-            options=self.run_options,
+            # The site-wide price table is read now, at run time (never at parse time), and travels
+            # in the job: the trigger itself never reads a Variable.
+            options=dataclasses.replace(self.run_options, prices=prices_for_run(self.run_options.prices)),
             work_uri=work_uri,
             output_uri=work_uri if self.output_path is not None else None,
             template_context=self._template_context(context),
