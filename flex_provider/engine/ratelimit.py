@@ -445,6 +445,7 @@ class RatePacer:
             "acquired": self.acquired,
             "waited": self.waited,
             "wait_s": round(self.wait_s, 3),
+            "estimate_scale": round(self._scale, 3),  # actual over estimated tokens, as answers showed
         }
         for bucket in (self._requests, self._tokens):
             out[bucket.kind] = {
