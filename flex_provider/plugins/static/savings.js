@@ -34,8 +34,12 @@
     const pct = Flex.fmtPct(sum("saved"), sum("standard_equivalent"));
     if (pct) saved.textContent += ` (${pct})`;
     const items = rows.reduce((acc, r) => acc + r.items, 0);
-    const node = Flex.setText("flex-total-runs", `${Flex.fmtInt(rows.length)} runs · ${Flex.fmtInt(items)} items`);
+    // A run on a model without a price has an unknown cost: left out of the sums, and said so.
+    const unknown = rows.filter((r) => typeof r.cost.actual !== "number").length;
+    const note = unknown ? ` (${Flex.fmtInt(unknown)} of unknown cost not counted)` : "";
+    const node = Flex.setText("flex-total-runs", `${Flex.fmtInt(rows.length)} runs · ${Flex.fmtInt(items)} items${note}`);
     node.dataset.value = String(rows.length);
+    node.dataset.unknownCost = String(unknown);
   }
 
   /** One bar per (night, DAG): its height is the standard-tier price, the dark part the flex spend. */
