@@ -42,6 +42,19 @@ class BudgetError(FlexInputError):
     """The budget cannot be enforced (no price for the model) or was set to something unusable."""
 
 
+class OverBudget(Exception):
+    """A request was not sent: its worst case cannot fit under the cap even with nothing in flight.
+
+    Not an API error: the item ends ``skipped`` (retryable), so a later run with a higher cap sends it."""
+
+    def __init__(self, worst_case: float, spent: float, max_cost_usd: float) -> None:
+        super().__init__(
+            f"not sent: its worst-case cost ${worst_case:,.6f} does not fit the budget (spent ${spent:,.6f} of "
+            f"max_cost_usd=${max_cost_usd:,.6f}); a run with a higher max_cost_usd sends it"
+        )
+        self.worst_case = worst_case
+
+
 @dataclass(slots=True, eq=False)
 class BudgetReservation:
     """Money held for one request in flight; released by :meth:`Budget.settle`."""
@@ -176,12 +189,35 @@ class Budget:
         self.spent += actual_cost
         self._serve()
 
+    def count_earlier(self, spent: float) -> None:
+        """What earlier sessions in the same folder spent (read when this session starts): it counts
+        against the cap like this session's spending."""
+        if isinstance(spent, bool) or not isinstance(spent, (int, float)) or not math.isfinite(spent) or spent < 0:
+            return
+        self.spent_before += float(spent)
+        self.spent += float(spent)
+        self._serve()
+
+    def charge(self, actual_cost: float | None, worst_case: float = 0.0) -> None:
+        """Count a cost nobody reserved for: a background response an earlier session created and
+        this one picked up (its money was committed before this session started). Unknown: the
+        ``worst_case``."""
+        if actual_cost is None or not math.isfinite(actual_cost) or actual_cost < 0:
+            self.unknown_costs += 1
+            actual_cost = worst_case
+        self.spent += actual_cost
+
+    def refusal(self, worst_case: float) -> OverBudget:
+        """The error for a request :meth:`reserve` refused."""
+        return OverBudget(worst_case, self.spent, self.max_cost_usd)
+
     # -- reading it ----------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe figures for the run summary."""
         return {
             "max_cost_usd": self.max_cost_usd,
             "spent": round(self.spent, 6),
+            "spent_before": round(self.spent_before, 6),
             "spent_this_run": round(self.spent - self.spent_before, 6),
             "reserved": round(self.reserved, 6),
             "refused": self.refused,

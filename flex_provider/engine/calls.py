@@ -1,6 +1,12 @@
-"""One API call: build the keyword arguments, send them, read the reply.
+"""One API call: build the keyword arguments, send them, read the reply and its rate-limit headers.
 
 This is the only module that knows the shapes of the Responses and Chat Completions APIs.
+
+Requests go through the SDK's ``with_raw_response`` so that every answer's ``x-ratelimit-*``
+headers reach the pacer (:mod:`flex_provider.engine.ratelimit`); the body is parsed exactly as the
+plain ``create`` would (``LegacyAPIResponse.parse``), at the same cost. A client without
+``with_raw_response`` (a stand-in such as a benchmark's stub) is called plainly: its answers carry no
+headers, which the pacer reads as "no limits announced".
 """
 
 from __future__ import annotations
@@ -13,7 +19,14 @@ import jsonschema
 
 from flex_provider.engine.config import RequestSpec
 from flex_provider.engine.errors import MalformedResponseError, OutputValidationError
+from flex_provider.engine.estimate import output_bound
+from flex_provider.engine.ratelimit import RateLimits
 from flex_provider.engine.usage import Usage
+
+NO_LIMITS = RateLimits()
+
+# Where each API takes the output bound the engine adds when it needs one (see ``default_output_bound``).
+_OUTPUT_BOUND_KEY = {"responses": "max_output_tokens", "chat": "max_completion_tokens"}
 
 
 @dataclass(slots=True)
@@ -23,6 +36,15 @@ class Reply:
     usage: Usage
     response_id: str | None
     model: str | None = None  # as the server reports it (a dated snapshot, or another model)
+    limits: RateLimits = NO_LIMITS  # the answer's x-ratelimit-* headers
+
+
+@dataclass(slots=True)
+class Created:
+    """A background response was created (not answered yet)."""
+
+    response_id: str
+    limits: RateLimits = NO_LIMITS
 
 
 def _shape_error(obj: Any, missing: str) -> MalformedResponseError:
@@ -37,12 +59,19 @@ def _field(obj: Any, name: str) -> Any:
 
 
 class CallBuilder:
-    """Precomputes everything that is the same for every request of a run."""
+    """Precomputes everything that is the same for every request of a run.
 
-    def __init__(self, spec: RequestSpec) -> None:
+    ``default_output_bound``: sent as ``max_output_tokens`` (Chat: ``max_completion_tokens``) when
+    the request sets no output bound of its own. A budget needs it: without a bound, no request has
+    a worst-case cost. It is not part of the request's fingerprint (the answers are the same
+    question's), so a folder started without a budget can be finished with one."""
+
+    def __init__(self, spec: RequestSpec, *, default_output_bound: int | None = None) -> None:
         self.spec = spec
         self._validator = None
         extra = dict(spec.request_options)
+        if default_output_bound is not None and output_bound(spec.api, extra) is None:
+            extra[_OUTPUT_BOUND_KEY[spec.api]] = default_output_bound
         if spec.response_schema is not None:
             jsonschema.Draft202012Validator.check_schema(spec.response_schema)
             self._validator = jsonschema.Draft202012Validator(spec.response_schema)
@@ -83,21 +112,33 @@ class CallBuilder:
         kw["timeout"] = spec.timeout
         return kw
 
+    @property
+    def request_options(self) -> dict[str, Any]:
+        """What every request adds to the model, input and tier (an added output bound included)."""
+        return dict(self._extra)
+
     async def send(self, client: Any, prompt: str, tier: str) -> Reply:
         """Send one request and wait for the answer (inline mode)."""
-        if self.spec.api == "responses":
-            response = await client.responses.create(**self.kwargs(prompt, tier))
-            return self.read_response(response)
-        completion = await client.chat.completions.create(**self.kwargs(prompt, tier))
-        return self.read_chat(completion)
+        responses = self.spec.api == "responses"
+        resource = client.responses if responses else client.chat.completions
+        body, limits = await _create(resource, self.kwargs(prompt, tier))
+        try:
+            reply = self.read_response(body) if responses else self.read_chat(body)
+        except (OutputValidationError, MalformedResponseError) as exc:
+            exc.limits = limits  # an answer all the same: its headers still tell where the limits stand
+            raise
+        reply.limits = limits
+        return reply
 
-    async def create_background(self, client: Any, prompt: str, tier: str) -> str:
+    async def create_background(self, client: Any, prompt: str, tier: str) -> Created:
         """Create a background response; returns its id (a body without one is malformed)."""
-        response = await client.responses.create(**self.kwargs(prompt, tier, background=True))
+        response, limits = await _create(client.responses, self.kwargs(prompt, tier, background=True))
         response_id = _field(response, "id")
         if not isinstance(response_id, str) or not response_id:
-            raise _shape_error(response, "id")
-        return response_id
+            error = _shape_error(response, "id")
+            error.limits = limits
+            raise error
+        return Created(response_id, limits)
 
     def read_response(self, response: Any) -> Reply:
         output = _field(response, "output")
@@ -151,6 +192,16 @@ class CallBuilder:
         if error is not None:
             raise OutputValidationError(f"output does not match response_format {schema_mismatch(error)}")
         return value
+
+
+async def _create(resource: Any, kwargs: dict[str, Any]) -> tuple[Any, RateLimits]:
+    """``resource.create(**kwargs)`` through ``with_raw_response``: the parsed body and the answer's
+    rate-limit headers. A malformed body raises from ``parse()`` as it would from ``create``."""
+    raw_api = getattr(resource, "with_raw_response", None)
+    if raw_api is None:  # a stand-in client: no headers to read
+        return await resource.create(**kwargs), NO_LIMITS
+    raw = await raw_api.create(**kwargs)
+    return raw.parse(), RateLimits.from_headers(raw.headers)
 
 
 def schema_mismatch(error: jsonschema.ValidationError) -> str:

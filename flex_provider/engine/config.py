@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from typing import Any, Literal
 
 import jsonschema
@@ -272,6 +273,17 @@ class RunOptions:
     # Which failed items a later run (task retry, clear) sends again: only those whose failure was
     # retryable, or every one (after the cause of a non-retryable failure was fixed). Successes are kept.
     redo_failed: Literal["retryable", "all"] = "retryable"
+    # Pacing (engine/ratelimit.py): the account's limits are learnt from the answers' headers; these
+    # caps bound the run further (for tasks sharing an account). "Per minute" means per
+    # ``rate_limit_window_s`` (60 s; tests against the emulator use its shorter window).
+    max_requests_per_minute: float | None = None
+    max_tokens_per_minute: float | None = None
+    rate_limit_window_s: float = 60.0
+    # Spending cap in USD (engine/budget.py), what earlier sessions in the same folder spent included.
+    max_cost_usd: float | None = None
+    # Finish-by time (engine/deadline.py): ISO 8601 with a timezone, absolute, resolved by the operator
+    # before deferral, so that a restarted trigger keeps the same deadline. None: no deadline.
+    deadline_at: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "retry", RetryPolicy.from_value(self.retry))  # accept a plain dict
@@ -296,6 +308,30 @@ class RunOptions:
         if isinstance(self.flush_every, bool) or not isinstance(self.flush_every, int) or self.flush_every < 1:
             raise FlexInputError(f"flush_every: expected an integer >= 1, got {self.flush_every!r}")
         _positive_int_or_none("max_result_bytes", self.max_result_bytes)
+        require_positive("max_requests_per_minute", self.max_requests_per_minute, allow_none=True)
+        require_positive("max_tokens_per_minute", self.max_tokens_per_minute, allow_none=True)
+        require_positive("rate_limit_window_s", self.rate_limit_window_s)
+        require_positive("max_cost_usd", self.max_cost_usd, allow_zero=True, allow_none=True)
+        if self.deadline_at is not None:
+            parse_deadline_at(self.deadline_at)
+
+    @property
+    def deadline(self) -> datetime | None:
+        """``deadline_at`` as an aware datetime (None: no deadline)."""
+        return parse_deadline_at(self.deadline_at) if self.deadline_at is not None else None
+
+
+def parse_deadline_at(value: Any) -> datetime:
+    """An absolute deadline as carried in a job: ISO 8601 text with a timezone."""
+    if not isinstance(value, str):
+        raise FlexInputError(f"deadline_at: expected an ISO 8601 date-time string, got {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise FlexInputError(f"deadline_at: not an ISO 8601 date-time: {value!r}") from None
+    if moment.tzinfo is None:
+        raise FlexInputError(f"deadline_at: {value!r} has no timezone; expected an absolute time such as ...+00:00")
+    return moment
 
 
 def to_dict(obj: RequestSpec | RunOptions) -> dict[str, Any]:

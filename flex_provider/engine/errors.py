@@ -56,12 +56,15 @@ class OutputValidationError(ValueError):
     usage: Any = None
     service_tier: str | None = None
     model: str | None = None
+    limits: Any = None  # the answer's rate-limit headers (a ratelimit.RateLimits)
 
 
 class MalformedResponseError(RuntimeError):
     """The server answered 200 but not with a response we can read (invalid JSON, HTML, an empty or
     ``null`` body, no ``output``/``choices``). A proxy or an overloaded server does this now and then:
     the item is retried within its budget, it never stops the run."""
+
+    limits: Any = None  # the answer's rate-limit headers (a ratelimit.RateLimits), when it had any
 
 
 class WaitTooLong(RuntimeError):

@@ -135,9 +135,17 @@ class TokenEstimator:
 
     @classmethod
     def for_spec(
-        cls, spec: RequestSpec, *, default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS, **options: Any
+        cls,
+        spec: RequestSpec,
+        *,
+        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        request_options: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> TokenEstimator:
-        """An estimator for every request of a run of ``spec`` (what calls.CallBuilder sends)."""
+        """An estimator for every request of a run of ``spec`` (what calls.CallBuilder sends).
+        ``request_options``: the options as sent, when they differ from the spec's (an output bound
+        the engine added: see ``CallBuilder.request_options``)."""
+        sent = spec.request_options if request_options is None else request_options
         fixed = len(spec.instructions or "")
         if spec.response_schema is not None:
             fixed += len(json.dumps(spec.response_schema, ensure_ascii=False))
@@ -147,7 +155,7 @@ class TokenEstimator:
         return cls(
             fixed_chars=fixed,
             messages=2 if spec.instructions else 1,
-            max_output_tokens=output_bound(spec.api, spec.request_options),
+            max_output_tokens=output_bound(spec.api, sent),
             default_max_output_tokens=default_max_output_tokens,
             **options,
         )

@@ -57,6 +57,7 @@ class RunCounters:
     resumed_failed: int = 0  # of ``resumed``, those whose final record is a failure
     duplicates: int = 0  # input items whose id was already seen in this input
     prompt_changed: int = 0  # items with a final record for another prompt: sent again
+    budget_skipped: int = 0  # items not sent: the budget could not afford them (records "skipped")
     in_flight: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: CostTally = field(default_factory=CostTally)
@@ -80,7 +81,8 @@ class RunCounters:
         return {name: getattr(self, name) for name in self.PERSISTED}
 
     def fell_back(self, reason: str) -> None:
-        """One item moved to the fallback tier, for ``reason`` (a Verdict: today only "unavailable")."""
+        """One item moved to the fallback tier, for ``reason``: "unavailable" (flex had no capacity)
+        or "deadline" (the deadline planner sent it there)."""
         self.fallbacks += 1
         self.fallbacks_by_reason[reason] = self.fallbacks_by_reason.get(reason, 0) + 1
 
@@ -100,9 +102,10 @@ class RunCounters:
         u, c = self.usage, self.cost
         # One line, no space inside a label and its number's meaning ("unavailable(429)" cannot be
         # wrapped apart in a log viewer as "429" / "unavailable" could).
+        skipped = f", skipped(budget) {self.budget_skipped:,}" if self.budget_skipped else ""
         return (
             f"flex progress: done {done:,}{of} (succeeded {self.succeeded:,}, failed {self.failed:,}, "
-            f"resumed {self.resumed:,}), in flight {self.in_flight}, requests {self.requests:,}, "
+            f"resumed {self.resumed:,}{skipped}), in flight {self.in_flight}, requests {self.requests:,}, "
             f"unavailable(429) {self.unavailable:,}, rate-limited(429) {self.rate_limited:,}, "
             f"transient errors {self.transient_errors:,}, fallbacks {self.fallbacks:,}, "
             f"tokens in {u.input:,} out {u.output:,}, "
@@ -319,6 +322,23 @@ class SessionProgress(TypedDict):
     failures: list[FailureSample]
     failure_groups: list[FailureGroup]
     series: list[SeriesPoint]
+    budget_skipped: int  # items this session did not send: the budget could not afford them
+    budget: ProgressBudget | None  # None: no max_cost_usd
+    deadline: ProgressDeadline | None  # None: no deadline
+
+
+class ProgressBudget(TypedDict):
+    max_cost_usd: float
+    spent: float  # earlier sessions in the folder included
+    reserved: float  # worst cases of the requests in flight
+    exhausted: bool  # a request was refused: items are being skipped
+
+
+class ProgressDeadline(TypedDict):
+    at: str  # ISO 8601
+    predicted_miss: bool  # by the planner's latest plan, even the fallback tier cannot make it
+    missed: bool  # items finished late, or the deadline passed with items left
+    needed_on_fallback: int  # of the items left, how many the plan puts on the fallback tier
 
 
 class LiveProgress:
@@ -364,16 +384,19 @@ class LiveProgress:
         self._started = self.clock()
 
     def on_record(self, record: Mapping[str, Any]) -> None:
-        """A finished record of this session (O(1)): failures are grouped, the first few kept."""
-        if record.get("status") == "succeeded":
+        """A finished record of this session (O(1)): failures are grouped, the first few kept
+        (an item skipped for the budget is not a failure: it is counted apart)."""
+        if record.get("status") != "failed":
             return
         self.tally.add(record)
         if len(self.failures) < FAILURES_SHOWN:
             self.failures.append(failure_sample(record))
 
-    def snapshot(self, counters: RunCounters) -> SessionProgress:
+    def snapshot(self, counters: RunCounters, controls: Mapping[str, Any] | None = None) -> SessionProgress:
         """The progress file's content now; also samples the series. Only new containers or
-        immutable values: the engine keeps counting while a thread serialises this."""
+        immutable values: the engine keeps counting while a thread serialises this. ``controls``:
+        ``RunControls.live()`` (the budget and the deadline, when set)."""
+        controls = controls or {}
         now = self.clock()
         started = self._started if self._started is not None else now
         cost = counters.cost
@@ -424,4 +447,7 @@ class LiveProgress:
             "failures": list(self.failures),
             "failure_groups": self.tally.result() if self.tally.groups or self.tally.other else [],
             "series": list(self.series.points),
+            "budget_skipped": counters.budget_skipped,
+            "budget": controls.get("budget"),
+            "deadline": controls.get("deadline"),
         }

@@ -46,11 +46,12 @@ against an emulator that uses a shorter window.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flex_provider.engine.retry import parse_duration
@@ -67,6 +68,10 @@ _MIN_WAIT_S = 1e-4
 # Below this many tokens (or requests) a bucket counts as having enough: float refill arithmetic must
 # not leave a waiter re-arming a timer for 1e-13 s.
 _EPSILON = 1e-6
+
+# Charges remembered with their time (see _Bucket.ledger_at): enough for every answer of a fast run,
+# bounded memory for a slow one (an answer older than the history reads as in-order, as it did before).
+_HISTORY = 4096
 
 
 # -- answer headers ----------------------------------------------------------------------------
@@ -87,10 +92,13 @@ class LimitState:
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
-    """The ``x-ratelimit-*`` headers of one answer (success or error alike)."""
+    """The ``x-ratelimit-*`` headers of one answer (success or error alike), and how long the server
+    says it worked on the request (``openai-processing-ms``): the buckets' ``remaining`` was true when
+    the request was admitted, which is at most that long before the answer arrived."""
 
     requests: LimitState = LimitState()
     tokens: LimitState = LimitState()
+    processing_s: float | None = None
 
     @property
     def announced(self) -> bool:
@@ -110,11 +118,16 @@ class RateLimits:
             wanted = {
                 str(name).lower(): value
                 for name, value in headers.items()
-                if str(name).lower().startswith("x-ratelimit-")
+                if str(name).lower().startswith(("x-ratelimit-", "openai-processing-ms"))
             }
         except Exception:  # a headers object that cannot be iterated: read as no headers
             return cls()
-        return cls(*(_limit_state(wanted, kind) for kind in KINDS))
+        processing = _count(wanted.get("openai-processing-ms"))
+        return cls(
+            _limit_state(wanted, "requests"),
+            _limit_state(wanted, "tokens"),
+            processing / 1000.0 if processing is not None else None,
+        )
 
 
 def _limit_state(headers: Mapping[str, Any], kind: Kind) -> LimitState:
@@ -155,6 +168,10 @@ class Reservation:
     at: float
     requests_mark: float
     tokens_mark: float
+    # What was in flight when this one was taken: requests the server may have admitted *after* this
+    # one (answers overtake each other), so its ``remaining`` may not count them yet.
+    requests_ahead: float = 0.0
+    tokens_ahead: float = 0.0
     tokens_adjust: float = 0.0  # what settle() changed of this reservation's own charge
     requests_adjust: float = 0.0
     settled: bool = False
@@ -178,6 +195,10 @@ class _Bucket:
     synced: bool = False  # the copy has been set from a remaining header once
     corrections: int = 0  # times the server said less remained than we thought
     rate_limited: int = 0
+    # (time, ledger after the charge) of recent charges, for ledger_at(); trimmed to about _HISTORY.
+    _times: list[float] = field(default_factory=list)
+    _ledgers: list[float] = field(default_factory=list)
+    _trimmed: bool = False
 
     @property
     def capacity(self) -> float | None:
@@ -217,12 +238,26 @@ class _Bucket:
             return pause
         return max(pause, deficit / self.rate)
 
-    def charge(self, amount: float) -> None:
+    def charge(self, amount: float, now: float | None = None) -> None:
         self.level -= amount
         self.ledger += amount
         capacity = self.capacity
         if capacity is not None:
             self.level = min(self.level, capacity)
+        if now is not None:
+            self._times.append(now)
+            self._ledgers.append(self.ledger)
+            if len(self._times) > 2 * _HISTORY:
+                del self._times[:_HISTORY], self._ledgers[:_HISTORY]
+                self._trimmed = True
+
+    def ledger_at(self, moment: float) -> float | None:
+        """The ledger as it stood at ``moment`` (every charge up to then); None when older than the
+        history kept. O(log n)."""
+        index = bisect.bisect_right(self._times, moment) - 1
+        if index >= 0:
+            return self._ledgers[index]
+        return None if self._trimmed else 0.0
 
     def learn_limit(self, limit: int) -> None:
         first = self.server_limit is None
@@ -233,8 +268,30 @@ class _Bucket:
             self.level = capacity  # the copy had no bucket to keep: reconcile() sets it from remaining
         self.level = min(self.level, capacity)
 
-    def reconcile(self, state: LimitState, at: float, mark: float, now: float) -> None:
-        """Bring the server's ``remaining`` (true at ``at``) up to ``now`` and trust it if lower."""
+    def reconcile(
+        self,
+        state: LimitState,
+        at: float,
+        mark: float,
+        now: float,
+        ahead: float = 0.0,
+        *,
+        latest: float | None = None,
+        taken_mark: float | None = None,
+    ) -> None:
+        """Bring the server's ``remaining`` up to ``now``: lower the copy when even the most the
+        server can have left is below it, raise it (a little) when even the least is above it.
+
+        The server admitted the request at some moment between ``at`` (we sent it) and ``latest``
+        (the answer's arrival less the server's processing time); ``remaining`` was true then. The
+        replay of what we charged since assumes the server admitted requests in the order we took
+        them; with many in flight (new connections opened in any order, a busy event loop) it does
+        not. So the reading is taken as a range: at most, the refill since ``at`` and only what we
+        took after ``latest`` is gone (what we took in between may have been admitted before this
+        one); at least, the refill since ``latest``, everything we took after this one and
+        everything in flight when we took it (``ahead``: it may have been admitted after) is gone.
+        A copy too low costs a little speed once; one too high costs 429s. ``mark``: the ledger
+        after this request's take, its own later adjustment included (``taken_mark``: without it)."""
         if state.limit is not None and state.limit != self.server_limit:
             self.learn_limit(state.limit)
         limit = self.server_limit
@@ -246,21 +303,31 @@ class _Bucket:
             remaining = max(0.0, limit - state.reset_s * server_rate)  # reset = until full again
         if remaining is None:
             return
-        predicted = min(limit, remaining + max(0.0, now - at) * server_rate - (self.ledger - mark))
+        latest = at if latest is None else max(at, min(latest, now))
+        after = self.ledger - mark  # taken after this one (its own later adjustment left out)
+        ambiguous = 0.0  # taken between its send and its latest possible admission
+        if latest > at:
+            by_latest = self.ledger_at(latest)
+            if by_latest is not None:
+                ambiguous = min(after, max(0.0, by_latest - (mark if taken_mark is None else taken_mark)))
+        most = min(limit, remaining + max(0.0, now - at) * server_rate - after + ambiguous)
+        least = min(limit, remaining + max(0.0, now - latest) * server_rate - after - ahead)
         if not self.synced:  # the first reading: the copy had nothing to go on before
             self.synced = True
-            self.level = min(self.level, predicted)
-        elif predicted < self.level - _EPSILON:
+            self.level = min(self.level, least)
+        elif most < self.level - _EPSILON:
             # The copy was too optimistic by this much; keep at least that much more in reserve from
             # now on (a reserve costs nothing in the long run, a 429 costs a retry and a pause).
-            self._widen_reserve(1.5 * (self.level - predicted))
-            self.level = predicted
+            self._widen_reserve(1.5 * (self.level - most))
+            self.level = most
             self.corrections += 1
-        elif predicted > self.level + _EPSILON:
+        # Under a user cap lower than the server's limit, the copy is the cap's own bucket: the
+        # server's fuller bucket can only lower it, never raise it.
+        elif (self.cap is None or self.cap >= limit) and least > self.level + _EPSILON:
             # More left than the copy says: the server counts a little less than we charge. Move up
-            # only a little of the way: a reading that is too high (replayed across answers that
-            # crossed in flight) costs 429s, one that is too low only a little speed.
-            self.level += self.upward_gain * (min(predicted, self.capacity or predicted) - self.level)
+            # only a little of the way: a reading that is too high costs 429s, one that is too low
+            # only a little speed.
+            self.level += self.upward_gain * (min(least, self.capacity or least) - self.level)
 
     def drain(self, now: float, wait_s: float | None, max_pause_s: float) -> None:
         self.rate_limited += 1
@@ -338,6 +405,7 @@ class RatePacer:
         self._scale = 1.0
         self._scale_samples = 0
         self.in_flight = 0
+        self._in_flight_tokens = 0.0  # tokens of the requests in flight, as charged when taken
         # Counters for the summary and the progress line.
         self.acquired = 0
         self.waited = 0
@@ -384,12 +452,13 @@ class RatePacer:
             return
         reservation.settled = True
         self.in_flight -= 1
+        self._in_flight_tokens = max(0.0, self._in_flight_tokens - reservation.tokens) if self.in_flight else 0.0
         now = self._clock()
         self._refill(now)
         if actual_tokens is not None:
             actual = max(0, int(actual_tokens))
             delta = actual - reservation.tokens
-            self._tokens.charge(delta)
+            self._tokens.charge(delta, now)
             reservation.tokens_adjust = delta
             self._learn_scale(reservation.requested, actual)
         if limits is not None:
@@ -403,11 +472,12 @@ class RatePacer:
             return
         reservation.settled = True
         self.in_flight -= 1
+        self._in_flight_tokens = max(0.0, self._in_flight_tokens - reservation.tokens) if self.in_flight else 0.0
         now = self._clock()
         self._refill(now)
-        self._requests.charge(-1)
+        self._requests.charge(-1, now)
         reservation.requests_adjust = -1
-        self._tokens.charge(-reservation.tokens)
+        self._tokens.charge(-reservation.tokens, now)
         reservation.tokens_adjust = -reservation.tokens
         if limits is not None:
             self._observe(reservation, limits, now)
@@ -481,11 +551,21 @@ class RatePacer:
 
     def _take(self, tokens: int, now: float) -> Reservation:
         charged = self._scaled(tokens)
-        self._requests.charge(1)
-        self._tokens.charge(charged)
+        self._requests.charge(1, now)
+        self._tokens.charge(charged, now)
+        reservation = Reservation(
+            charged,
+            tokens,
+            now,
+            self._requests.ledger,
+            self._tokens.ledger,
+            requests_ahead=float(self.in_flight),
+            tokens_ahead=self._in_flight_tokens,
+        )
         self.in_flight += 1
+        self._in_flight_tokens += charged
         self.acquired += 1
-        return Reservation(charged, tokens, now, self._requests.ledger, self._tokens.ledger)
+        return reservation
 
     def _learn_scale(self, requested: int, actual: int) -> None:
         """How far the callers' estimates are off, on average (clamped: one odd answer is not a trend)."""
@@ -507,10 +587,27 @@ class RatePacer:
                     self._probing = False  # this server announces no limits: only the user caps pace
         if not announced:
             return
+        # The server admitted the request (its ``remaining`` was true then) after we sent it and at
+        # the latest its processing time before the answer came.
+        latest = reservation.at if limits.processing_s is None else now - limits.processing_s
         self._requests.reconcile(
-            limits.requests, reservation.at, reservation.requests_mark + reservation.requests_adjust, now
+            limits.requests,
+            reservation.at,
+            reservation.requests_mark + reservation.requests_adjust,
+            now,
+            reservation.requests_ahead,
+            latest=latest,
+            taken_mark=reservation.requests_mark,
         )
-        self._tokens.reconcile(limits.tokens, reservation.at, reservation.tokens_mark + reservation.tokens_adjust, now)
+        self._tokens.reconcile(
+            limits.tokens,
+            reservation.at,
+            reservation.tokens_mark + reservation.tokens_adjust,
+            now,
+            reservation.tokens_ahead,
+            latest=latest,
+            taken_mark=reservation.tokens_mark,
+        )
 
     def _serve(self) -> None:
         """Hand the buckets to the waiters in arrival order; arm one timer for the head that must wait."""

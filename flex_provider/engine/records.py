@@ -15,9 +15,10 @@ from typing import Any, Literal, TypedDict, cast
 
 from flex_provider.engine.attempt import ItemAttempt
 from flex_provider.engine.background import BackgroundFailed
+from flex_provider.engine.budget import OverBudget
 from flex_provider.engine.calls import Reply
 from flex_provider.engine.errors import FlexRunAborted, Verdict, WaitTooLong, classify, error_info
-from flex_provider.engine.pricing import CostTally, PriceTable, cost_text
+from flex_provider.engine.pricing import TIER_MULTIPLIER, CostTally, PriceTable, cost_text
 from flex_provider.engine.progress import FailureGroup, FailureTally, RunCounters
 from flex_provider.engine.usage import Usage
 
@@ -43,12 +44,18 @@ class ErrorInfo(_ErrorBase, total=False):
     request_id: str
 
 
+# An item not sent because the budget could not afford it: retryable, so a run with a higher cap sends it.
+SKIPPED: Literal["skipped"] = "skipped"
+BUDGET_CODE = "budget"
+
+
 class ResultRecord(TypedDict):
     """One line of a part file: the final (or latest) outcome of one item."""
 
     id: str
     index: int  # position in the input
-    status: Literal["succeeded", "failed"]
+    # "skipped": not sent, the budget could not afford it (error.code "budget", retryable)
+    status: Literal["succeeded", "failed", "skipped"]
     output: Any  # text, or the parsed JSON value with a response schema: any JSON value
     service_tier: str | None  # as served (the server's word); None when no answer said
     requested_tier: str  # the tier asked for last: the fallback tier if the item fell back
@@ -60,6 +67,8 @@ class ResultRecord(TypedDict):
     response_id: str | None
     prompt_hash: str  # hash of the prompt sent: a changed prompt is sent again on resume
     finished_at: str  # ISO 8601, UTC, microseconds
+    # Keys added later come last, so the keys above stay where every earlier version wrote them.
+    fallback_reason: str | None  # why it fell back: "unavailable" (flex capacity) or "deadline"; None if not
 
 
 class ThisRun(TypedDict):
@@ -89,6 +98,42 @@ class RunHeader(TypedDict):
     output_path: str | None
     duration_s: float
     finished_at: str
+    # Keys added later come last.
+    fallbacks_by_reason: dict[str, int]  # "unavailable", "deadline": adds up to ``fallbacks``
+    budget: BudgetSummary | None  # None: no max_cost_usd
+    deadline: DeadlineSummary | None  # None: no deadline
+    rate_limits: dict[str, Any] | None  # the pacer's figures (RatePacer.stats); None in older summaries
+
+
+class BudgetSummary(TypedDict):
+    """``Budget.as_dict()``: the cap, what was spent (earlier sessions in the folder included) and
+    how many requests it refused (those items are ``skipped``)."""
+
+    max_cost_usd: float
+    spent: float
+    spent_before: float
+    spent_this_run: float
+    reserved: float
+    refused: int
+    exhausted: bool
+    unknown_costs: int
+    overruns: int
+
+
+class DeadlineSummary(TypedDict):
+    """Where the run ended against its deadline; ``on_fallback`` and ``extra_cost_usd`` are over
+    the final records (sessions before this one included)."""
+
+    at: str  # ISO 8601
+    met: bool  # every item finished by ``at``
+    finished_late: int
+    predicted_miss: bool  # the planner's last plan said even the fallback tier could not make it
+    sent_flex: int  # this session's decisions
+    sent_fallback: int
+    flex_latency_s: float | None
+    fallback_latency_s: float | None
+    on_fallback: int  # final records sent to the fallback tier because of the deadline
+    extra_cost_usd: float | None  # what they cost over their flex price (None: a model had no price)
 
 
 class RecordTotals(TypedDict):
@@ -104,6 +149,7 @@ class RecordTotals(TypedDict):
         str, float | None
     ]  # CostTally.as_dict(): actual, standard_equivalent, saved, cache_saved (None: unknown)
     tiers: dict[str, int]  # final records by the service tier that served them (records without one: not counted)
+    skipped: int  # not sent: the budget could not afford them (records "skipped"); part of ``total``
 
 
 class RunSummary(RunHeader, RecordTotals):
@@ -121,6 +167,13 @@ def as_summary(manifest: Any, where: str = "_manifest.json") -> RunSummary:
         manifest["failures"] = []
     if "tiers" not in manifest:  # written before summaries counted records by tier
         manifest["tiers"] = {}
+    # Written before budgets, deadlines and pacing: none of them was set.
+    manifest.setdefault("skipped", 0)
+    manifest.setdefault(
+        "fallbacks_by_reason", {"unavailable": manifest["fallbacks"]} if manifest.get("fallbacks") else {}
+    )
+    for key in ("budget", "deadline", "rate_limits"):
+        manifest.setdefault(key, None)
     required = set(RunSummary.__required_keys__)
     missing = sorted(required - set(manifest))
     if missing:
@@ -141,13 +194,15 @@ def build_record(
     usage: Usage,
     error: ErrorInfo | None,
     response_id: str | None,
+    status: Literal["skipped"] | None = None,
 ) -> ResultRecord:
-    """The one record builder: a success has ``error=None``, a failure its :func:`failure_info`."""
+    """The one record builder: a success has ``error=None``, a failure its :func:`failure_info`,
+    an item the budget could not afford ``status="skipped"``."""
     item = attempt.item
     return {
         "id": item.id,
         "index": item.index,
-        "status": "succeeded" if error is None else "failed",
+        "status": status or ("succeeded" if error is None else "failed"),
         "output": output,
         "service_tier": service_tier,
         "requested_tier": attempt.requested_tier,
@@ -159,6 +214,7 @@ def build_record(
         "response_id": response_id,
         "prompt_hash": attempt.prompt_hash,
         "finished_at": now(),
+        "fallback_reason": attempt.fallback_reason,
     }
 
 
@@ -213,6 +269,21 @@ class Recorder:
             attempt, output=None, service_tier=tier, model=model, usage=usage, error=info, response_id=None
         )
 
+    def skipped(self, attempt: ItemAttempt, exc: OverBudget) -> ResultRecord:
+        """Not sent: the budget could not afford it. Retryable: a later run with a higher cap sends it."""
+        self.counters.budget_skipped += 1
+        info: ErrorInfo = {"type": "OverBudget", "code": BUDGET_CODE, "message": str(exc), "retryable": True}
+        return build_record(
+            attempt,
+            output=None,
+            service_tier=None,
+            model=self.default_model,
+            usage=Usage(),
+            error=info,
+            response_id=None,
+            status=SKIPPED,
+        )
+
     def _account(self, usage: Usage, tier: str | None, model: str) -> None:
         self.counters.served(tier)
         self.counters.usage.add(usage)
@@ -253,6 +324,22 @@ class ResultBytes:
         )
 
 
+def fallback_reasons(session: Mapping[str, Any]) -> dict[str, int]:
+    """One session's fallbacks by reason; those a file does not attribute (older versions, which
+    fell back only when flex was unavailable) count as ``unavailable``."""
+    found = session.get("fallbacks_by_reason")
+    reasons = {
+        k: v
+        for k, v in (found.items() if isinstance(found, dict) else ())
+        if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+    }
+    fallbacks = session.get("fallbacks")
+    rest = (fallbacks if isinstance(fallbacks, int) and not isinstance(fallbacks, bool) else 0) - sum(reasons.values())
+    if rest > 0:
+        reasons["unavailable"] = reasons.get("unavailable", 0) + rest
+    return reasons
+
+
 def run_header(
     sessions: Iterable[Mapping[str, Any]],
     counters: RunCounters,
@@ -261,13 +348,20 @@ def run_header(
     service_tier: str,
     output_path: str | None,
     duration_s: float,
+    budget: BudgetSummary | None = None,
+    deadline: DeadlineSummary | None = None,
+    rate_limits: dict[str, Any] | None = None,
 ) -> RunHeader:
     """The summary's counters: request counters summed over every session's saved progress
-    (``sessions``, this one's included: crashed sessions' requests count too), plus ``this_run``."""
+    (``sessions``, this one's included: crashed sessions' requests count too), plus ``this_run``
+    and where the run stands against its budget, deadline and rate limits."""
     totals = dict.fromkeys(RunCounters.PERSISTED, 0)
+    reasons: dict[str, int] = {}
     for session in sessions:
         for name in totals:
             totals[name] += int(session.get(name, 0))
+        for reason, count in fallback_reasons(session).items():
+            reasons[reason] = reasons.get(reason, 0) + count
     return {
         "status": "success",
         "requests": totals["requests"],
@@ -289,13 +383,51 @@ def run_header(
         "output_path": output_path,
         "duration_s": duration_s,
         "finished_at": now(),
+        "fallbacks_by_reason": reasons,
+        "budget": budget,
+        "deadline": deadline,
+        "rate_limits": rate_limits,
     }
 
 
-def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, default_model: str) -> RecordTotals:
+class DeadlineTally:
+    """Final records sent to the fallback tier because of the deadline, and what that cost over
+    the price of the run's own tier (flex): the deadline's price."""
+
+    __slots__ = ("extra", "items", "own_multiplier", "unpriced")
+
+    def __init__(self, own_tier: str) -> None:
+        self.own_multiplier = TIER_MULTIPLIER.get(own_tier, 1.0)
+        self.items = 0
+        self.extra = 0.0
+        self.unpriced = False
+
+    def add(self, record: Mapping[str, Any], prices: PriceTable, model: str, usage: Usage) -> None:
+        if record.get("fallback_reason") != "deadline":
+            return
+        self.items += 1
+        standard = prices.standard_cost(model, usage)
+        if standard is None:
+            self.unpriced = True
+            return
+        served = record.get("service_tier")
+        self.extra += standard * (TIER_MULTIPLIER.get(served, 1.0) if isinstance(served, str) else 1.0)
+        self.extra -= standard * self.own_multiplier
+
+    def extra_cost(self) -> float | None:
+        return None if self.unpriced else round(self.extra, 6)
+
+
+def summarize_records(
+    records: Iterable[Mapping[str, Any]],
+    prices: PriceTable,
+    default_model: str,
+    deadline: DeadlineTally | None = None,
+) -> RecordTotals:
     """Totals over final records as read back from storage (so fields are checked, not trusted);
-    priced by the model and tier each record says it was served with."""
-    succeeded = failed = 0
+    priced by the model and tier each record says it was served with. ``deadline`` (optional)
+    tallies the records the deadline sent to the fallback tier as they go by."""
+    succeeded = failed = skipped = 0
     usage = Usage()
     cost = CostTally()
     failed_ids: list[str] = []
@@ -305,8 +437,12 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
         tier = record.get("service_tier")
         if isinstance(tier, str):
             tiers[tier] = tiers.get(tier, 0) + 1
-        if record.get("status") == "succeeded":
+        status = record.get("status")
+        if status == "succeeded":
             succeeded += 1
+        elif status == SKIPPED:
+            skipped += 1
+            continue  # not sent: no usage, no cost
         else:
             failed += 1
             if len(failed_ids) < FAILED_IDS_SHOWN:
@@ -314,9 +450,12 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
             failures.add(record)
         record_usage = Usage.from_dict(record.get("usage"))
         usage.add(record_usage)
-        cost.add(prices, record.get("model") or default_model, record.get("service_tier"), record_usage)
+        model = record.get("model") or default_model
+        cost.add(prices, model, record.get("service_tier"), record_usage)
+        if deadline is not None:
+            deadline.add(record, prices, model, record_usage)
     return {
-        "total": succeeded + failed,
+        "total": succeeded + failed + skipped,
         "succeeded": succeeded,
         "failed": failed,
         "failed_ids": failed_ids,
@@ -324,6 +463,7 @@ def summarize_records(records: Iterable[Mapping[str, Any]], prices: PriceTable, 
         "usage": usage.as_dict(),
         "cost_usd": cost.as_dict(),
         "tiers": tiers,
+        "skipped": skipped,
     }
 
 
@@ -346,13 +486,41 @@ def failure_text(group: FailureGroup) -> str:
 
 def summary_lines(summary: RunSummary) -> list[str]:
     """The summary as a few lines a person reads: items, requests, tokens, money, failures by reason."""
+    skipped = summary.get("skipped") or 0
     lines = [
-        f"{summary['total']:,} item(s): succeeded {summary['succeeded']:,}, failed {summary['failed']:,}; "
+        f"{summary['total']:,} item(s): succeeded {summary['succeeded']:,}, failed {summary['failed']:,}"
+        + (f", skipped {skipped:,} (over budget)" if skipped else "")
+        + "; "
         f"requests {summary['requests']:,} (this run {summary['this_run']['requests']:,}, "
         f"resumed {summary['this_run']['resumed']:,}), unavailable(429) {summary['unavailable']:,}, "
         f"rate-limited(429) {summary['rate_limited']:,}, transient errors {summary['transient_errors']:,}, "
         f"fallbacks {summary['fallbacks']:,}",
         f"{usage_text(summary['usage'])}; {cost_text(summary['cost_usd'])}; {summary['duration_s']:,.1f}s",
     ]
+    lines += controls_lines(summary)
     lines += [f"failed: {failure_text(group)}" for group in summary["failures"]]
+    return lines
+
+
+def controls_lines(summary: RunSummary) -> list[str]:
+    """The budget and the deadline, when the run had them (a missed deadline says so)."""
+    lines = []
+    budget = summary.get("budget")
+    if budget:
+        line = (
+            f"budget: spent ${budget['spent']:,.4f} of max_cost_usd ${budget['max_cost_usd']:,.4f} "
+            f"(${budget['spent_before']:,.4f} in earlier sessions)"
+        )
+        if summary.get("skipped"):
+            line += f"; exhausted: {summary['skipped']:,} item(s) not sent (status skipped, sent by a run with a higher cap)"
+        lines.append(line)
+    deadline = summary.get("deadline")
+    if deadline:
+        extra = deadline.get("extra_cost_usd")
+        cost = f"${extra:,.4f}" if isinstance(extra, (int, float)) else "unknown"
+        verdict = "met" if deadline["met"] else f"MISSED ({deadline['finished_late']:,} item(s) finished late)"
+        lines.append(
+            f"deadline {deadline['at']}: {verdict}; {deadline['on_fallback']:,} item(s) sent to the fallback tier "
+            f"for it, costing {cost} more than on {summary['service_tier']}"
+        )
     return lines

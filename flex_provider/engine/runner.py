@@ -11,7 +11,9 @@ files every ``flush_every`` records or ``flush_interval_s`` seconds; the manifes
 This module is the orchestration only. Per item, an :class:`~flex_provider.engine.attempt.ItemAttempt`
 carries the tier asked and the requests sent; background mode's submit/re-attach loop is
 :class:`~flex_provider.engine.background.BackgroundSubmitter`; records and the summary are built in
-:mod:`flex_provider.engine.records`. Retries, health and storage stay here, where the run's state is.
+:mod:`flex_provider.engine.records`; the budget, the rate pacer and the deadline planner are called
+through :class:`~flex_provider.engine.controls.RunControls`. Retries, health and storage stay here,
+where the run's state is.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from tenacity import RetryCallState
 from flex_provider.engine.aio import finish_even_if_cancelled
 from flex_provider.engine.attempt import ItemAttempt, prompt_hash
 from flex_provider.engine.background import BackgroundFailed, BackgroundPoller, BackgroundSubmitter, PendingEntry
-from flex_provider.engine.calls import CallBuilder, Reply
+from flex_provider.engine.budget import OverBudget
+from flex_provider.engine.calls import CallBuilder, Created, Reply
 from flex_provider.engine.concurrency import AdaptiveLimiter
 from flex_provider.engine.config import RequestSpec, RunOptions
+from flex_provider.engine.controls import RunControls, Ticket
 from flex_provider.engine.errors import (
     MALFORMED_ERRORS,
     FlexRunAborted,
@@ -43,6 +47,7 @@ from flex_provider.engine.errors import (
     error_info,
     redact,
 )
+from flex_provider.engine.estimate import DEFAULT_MAX_OUTPUT_TOKENS
 from flex_provider.engine.health import RunHealth
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.lease import FolderLease
@@ -50,6 +55,8 @@ from flex_provider.engine.logs import RunLog
 from flex_provider.engine.pricing import PriceTable
 from flex_provider.engine.progress import LiveProgress, RunCounters, SessionProgress
 from flex_provider.engine.records import (
+    BudgetSummary,
+    DeadlineTally,
     Recorder,
     ResultBytes,
     ResultRecord,
@@ -63,7 +70,7 @@ from flex_provider.engine.store import ResultStore, StoreState
 
 log = logging.getLogger("flex_provider.engine")
 
-T = TypeVar("T")
+T = TypeVar("T", Reply, Created)
 _Queue = asyncio.Queue[tuple[WorkItem, str] | None]  # (item, prompt_hash), then one None per worker
 
 _FEED_CHUNK = 256
@@ -106,11 +113,17 @@ class FlexEngine:
         self.secrets = secrets
         self.log = logger or log
         self.output_uri = output_uri
-        self.calls = CallBuilder(spec)
+        # With a budget, a request without an output bound gets the default one: else it has no worst case.
+        self.calls = CallBuilder(
+            spec, default_output_bound=DEFAULT_MAX_OUTPUT_TOKENS if options.max_cost_usd is not None else None
+        )
         self.prices = PriceTable(options.prices)
         self.limiter = AdaptiveLimiter(options.max_concurrency, max_pause_s=options.retry.max_retry_after_s)
         self.health = RunHealth(endpoint, secrets=secrets, connect_grace_s=connect_grace_s)
         self.counters = RunCounters()
+        self.controls = RunControls(
+            spec, options, self.prices, self.counters, request_options=self.calls.request_options, logger=self.log
+        )
         self.records = Recorder(self.counters, self.prices, spec.model, secrets)
         self.progress = LiveProgress(
             store.session, model=spec.model, service_tier=spec.service_tier, output_path=output_uri
@@ -162,6 +175,8 @@ class FlexEngine:
         started = time.monotonic()
         await asyncio.to_thread(self.store.claim, self.fingerprint(), self._description())
         state = await asyncio.to_thread(self.store.load, self.options.redo_failed)
+        spent_before = await asyncio.to_thread(self._spent_before) if self.controls.budget is not None else 0.0
+        self.controls.start(total=total, spent_before=spent_before)
         self.progress.start(total)
         if self.background is not None:
             self.background.adopt(cast("dict[str, PendingEntry]", state.pending))  # validated by store.load
@@ -170,7 +185,7 @@ class FlexEngine:
         self.log.info(
             "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
             "%d non-retryable failure(s) to redo (redo_failed=%s), %d background response(s) to re-attach, "
-            "model=%s tier=%s concurrency=%d mode=%s",
+            "model=%s tier=%s concurrency=%d mode=%s%s",
             len(finished),
             len(state.retryable_ids),
             len(state.redo_ids),
@@ -180,6 +195,7 @@ class FlexEngine:
             self.spec.service_tier,
             self.options.max_concurrency,
             self.options.submit_mode,
+            self._controls_text(spent_before),
         )
         try:
             if self._result_bytes.over:
@@ -196,7 +212,41 @@ class FlexEngine:
                 await self.background.close()
         await self._flush(force=True)
         self.log.info(self.counters.line(total))
-        return await asyncio.to_thread(self._finalize, started)
+        summary = await asyncio.to_thread(self._finalize, started)
+        deadline = summary["deadline"]
+        if deadline is not None and not deadline["met"]:
+            self.log.warning(
+                "flex run missed its deadline %s: %d item(s) finished after it (%d sent to %s for the deadline); "
+                "flex and the fallback tier together were too slow for the items and max_concurrency",
+                deadline["at"],
+                deadline["finished_late"],
+                deadline["on_fallback"],
+                self.options.fallback_tier,
+            )
+        return summary
+
+    def _controls_text(self, spent_before: float) -> str:
+        """The start line's note on budget, deadline and user rate caps (empty when none is set)."""
+        parts = []
+        if self.options.max_cost_usd is not None:
+            parts.append(f"max_cost_usd=${self.options.max_cost_usd:,.4f} (${spent_before:,.4f} spent before)")
+        if self.options.deadline_at is not None:
+            parts.append(f"deadline={self.options.deadline_at}")
+        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
+            cap = getattr(self.options, name)
+            if cap is not None:
+                parts.append(f"{name}={cap:g} per {self.options.rate_limit_window_s:g}s")
+        return (" " + " ".join(parts)) if parts else ""
+
+    def _spent_before(self) -> float:
+        """What earlier sessions in this folder spent (their progress files), in a thread."""
+        spent = 0.0
+        for progress in self.store.load_progress():
+            cost = progress.get("cost")
+            actual = cost.get("actual") if isinstance(cost, dict) else None
+            if isinstance(actual, int | float) and not isinstance(actual, bool) and actual > 0:
+                spent += float(actual)
+        return spent
 
     def _stopped_error(self) -> FlexRunAborted:
         if self._stop_reason == "lease":
@@ -255,6 +305,7 @@ class FlexEngine:
                 item.index, position = position, position + 1
                 if item.id in seen:
                     self.counters.duplicates += 1
+                    self.controls.not_sent()
                     continue
                 seen.add(item.id)
                 if item.id in finished:
@@ -263,8 +314,10 @@ class FlexEngine:
                         self.counters.resumed += 1
                         if item.id in state.final_failed:
                             self.counters.resumed_failed += 1
+                        self.controls.not_sent()
                         continue
                     self.counters.prompt_changed += 1  # same id, another prompt: the old answer is stale
+                self.controls.queued()
                 await queue.put(entry)
 
     async def _worker(self, queue: _Queue) -> None:
@@ -300,10 +353,24 @@ class FlexEngine:
 
     # -- one item ----------------------------------------------------------------------------
     async def _process(self, item: WorkItem, sent_hash: str) -> ResultRecord:
-        """One item, first request to record. The tier policy: only ``unavailable`` (flex has no
-        capacity) moves an item to ``fallback_tier``, once; a FATAL answer stops the whole run; any
-        other API outcome ends this item alone (retryable or not, as its record says)."""
+        """One item, first request to record. The tier policy: the deadline planner may send the
+        item to ``fallback_tier`` from the start (``fallback_reason="deadline"``); otherwise only
+        ``unavailable`` (flex has no capacity) moves it there, once; a FATAL answer stops the whole
+        run; a request the budget cannot afford ends the item ``skipped``; any other API outcome
+        ends this item alone (retryable or not, as its record says)."""
         attempt = ItemAttempt(item, sent_hash, self.spec.service_tier)
+        reply: Reply | None = None
+        self.controls.begin(attempt)
+        if attempt.fell_back:
+            self._dirty_progress = True
+        try:
+            record, reply = await self._answer(attempt)
+            return record
+        finally:
+            self.controls.end(attempt, reply)
+
+    async def _answer(self, attempt: ItemAttempt) -> tuple[ResultRecord, Reply | None]:
+        """The item's record, and the reply it holds (None: failed or skipped)."""
         try:
             try:
                 reply = await self._on_tier(attempt)
@@ -313,14 +380,19 @@ class FlexEngine:
                     why is Verdict.UNAVAILABLE
                     and self.options.on_unavailable == "fallback"
                     and attempt.requested_tier != self.options.fallback_tier
+                    and not isinstance(exc, OverBudget)
                 ):
                     raise
                 self.counters.fell_back(why.value)
                 self._dirty_progress = True
-                attempt.fall_back(self.options.fallback_tier, why)
+                attempt.fall_back(self.options.fallback_tier, why.value)
+                self.controls.fell_back(attempt)
                 reply = await self._on_tier(attempt)
         except asyncio.CancelledError:
             raise
+        except OverBudget as exc:
+            self._dirty_progress = True
+            return self.records.skipped(attempt, exc), None
         except _ITEM_ERRORS as exc:
             # Only answers (or silences) of the API make an item fail; a bug of ours must stop the run.
             verdict = classify(exc) if not isinstance(exc, BackgroundFailed) else None
@@ -334,9 +406,9 @@ class FlexEngine:
                 ) from None
             if verdict is Verdict.ITEM_FAILED:
                 self.health.on_item_failed(exc)  # the same refusal for item after item stops the run
-            return self.records.failure(attempt, exc)
+            return self.records.failure(attempt, exc), None
         self.health.on_item_succeeded()
-        return self.records.success(attempt, reply)
+        return self.records.success(attempt, reply), reply
 
     async def _on_tier(self, attempt: ItemAttempt) -> Reply:
         """The answer on ``attempt.requested_tier``: one retried call, or the background loop."""
@@ -347,58 +419,82 @@ class FlexEngine:
         return await self.background.answer(attempt)
 
     async def _with_retries(self, call: Callable[[], Awaitable[T]], attempt: ItemAttempt) -> T:
-        """``call`` within the item's retry budget. Every request passes the adaptive limiter, is
-        counted (item and run) and bounded as a whole; each outcome feeds the run's health checks."""
+        """``call`` within the item's retry budget. Every request passes the adaptive limiter (in
+        flight), the budget and the rate pacer (:class:`RunControls`), is counted (item and run) and
+        bounded as a whole; each outcome feeds the run's health checks and settles what the request
+        held. A request the budget cannot afford raises OverBudget (not retried)."""
         retrying = item_retrying(
             self.options.retry,
             retry_unavailable=self.options.on_unavailable != "fail",
             before_sleep=self._before_sleep,
         )
+        controls = self.controls
         async for retry in retrying:
             with retry:
-                attempt.attempts += 1
                 await self.limiter.acquire()
+                ticket: Ticket | None = None
                 try:
+                    ticket = await controls.admit(attempt)
+                    attempt.attempts += 1
                     self.counters.requests += 1
                     self._dirty_progress = True
+                    ticket.sent = True
                     # ``timeout`` bounds the whole request, body included: httpx's timeout is per read,
                     # so a body trickling in a byte at a time would otherwise never time out.
                     async with asyncio.timeout(self.spec.timeout):
                         result = await call()
                 except openai.APIStatusError as exc:
                     self.health.on_answer()
-                    self._count_error(exc)
+                    self._count_error(exc, cast(Ticket, ticket))  # only a sent request gets an answer
                     raise
                 except (openai.APITimeoutError, TimeoutError):
                     self.counters.transient_errors += 1
+                    if ticket is not None:
+                        controls.no_answer(ticket)
                     raise
                 except openai.APIConnectionError as exc:
                     self.counters.transient_errors += 1
+                    if ticket is not None:
+                        controls.no_answer(ticket)
                     self.health.on_connection_error(exc)  # a broken configuration stops the run
                     raise
-                except MALFORMED_ERRORS:
+                except MALFORMED_ERRORS as exc:
                     self.health.on_answer()
                     self.counters.malformed += 1
                     self.counters.transient_errors += 1
+                    if ticket is not None:
+                        controls.invalid_answer(ticket, attempt, exc)
                     raise
+                except OutputValidationError as exc:  # billed: a wrong answer is an answer
+                    if ticket is not None:
+                        controls.invalid_answer(ticket, attempt, exc)
+                    raise
+                else:
+                    controls.answered(ticket, attempt, result)
                 finally:
                     self.limiter.release()
+                    if ticket is not None:
+                        controls.release(ticket)  # a no-op once settled above
                 self.health.on_answer()
                 self.limiter.on_success()
         return result
 
-    def _count_error(self, exc: openai.APIStatusError) -> None:
-        """Count an error answer; a rate limit also slows the run down, or ends the item at once
-        when its reset is further away than the item may wait (a daily limit)."""
+    def _count_error(self, exc: openai.APIStatusError, ticket: Ticket) -> None:
+        """Count an error answer and give back what its request held; a rate limit also slows the
+        run down (the pacer's bucket, or the adaptive limiter when the server announces no limits),
+        or ends the item at once when its reset is further away than the item may wait (a daily limit)."""
         verdict = classify(exc)
+        rate_limited = verdict is Verdict.RATE_LIMITED
+        too_long = rate_limit_too_long(exc, self.options.retry) if rate_limited else None
+        paced = self.controls.refused(ticket, exc, rate_limited=rate_limited, pause=too_long is None)
         if verdict is Verdict.UNAVAILABLE:
             self.counters.unavailable += 1
-        elif verdict is Verdict.RATE_LIMITED:
+        elif rate_limited:
             self.counters.rate_limited += 1
-            too_long = rate_limit_too_long(exc, self.options.retry)
             if too_long is not None:
                 raise WaitTooLong(redact(too_long, self.secrets)) from None  # not slept, not retried
-            self.limiter.on_rate_limited(server_wait_hint(exc))
+            if not paced:  # no limit known: back off by concurrency instead
+                self.limiter.on_rate_limited(server_wait_hint(exc))
         elif verdict is Verdict.TRANSIENT:
             self.counters.transient_errors += 1
 
@@ -409,10 +505,13 @@ class FlexEngine:
 
     # -- background mode: the loop is BackgroundSubmitter's; retries and storage stay here ----------
     async def _create_background(self, attempt: ItemAttempt) -> str:
-        """Create a background response for ``attempt`` within its retry budget; returns its id."""
-        return await self._with_retries(
+        """Create a background response for ``attempt`` within its retry budget; returns its id.
+        The budget stays held (``attempt.held``) until the response is answered."""
+        self.controls.replaced(attempt)
+        created = await self._with_retries(
             lambda: self.calls.create_background(self.client, attempt.item.prompt, attempt.requested_tier), attempt
         )
+        return created.response_id
 
     async def _write_pending(self, batch: list[PendingEntry]) -> None:
         """Returns only once ``batch`` is on storage: the submitter waits on an id only after that."""
@@ -426,7 +525,7 @@ class FlexEngine:
             return
         async with self._flush_lock:
             batch, self._buffer = self._buffer, []
-            progress = self.progress.snapshot(self.counters)
+            progress = self.progress.snapshot(self.counters, self.controls.live())
             self._dirty_progress = False
             await finish_even_if_cancelled(asyncio.to_thread(self._write_checkpoint, batch, progress))
 
@@ -438,6 +537,7 @@ class FlexEngine:
     # -- the end -------------------------------------------------------------------------------
     def _finalize(self, started: float) -> RunSummary:
         """Compact the parts and write the manifest: counters of every session, totals of every record."""
+        deadline = self.controls.deadline_summary()
         header = run_header(
             self.store.load_progress(),
             self.counters,
@@ -445,10 +545,16 @@ class FlexEngine:
             service_tier=self.spec.service_tier,
             output_path=self.output_uri,
             duration_s=round(time.monotonic() - started, 3),
+            budget=cast("BudgetSummary | None", self.controls.budget_summary()),
+            rate_limits=self.controls.rate_limit_summary(),
         )
+        tally = DeadlineTally(self.spec.service_tier) if deadline is not None else None
 
         def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:  # during the compaction pass
-            return cast("dict[str, Any]", summarize_records(records, self.prices, self.spec.model))
+            totals: dict[str, Any] = dict(summarize_records(records, self.prices, self.spec.model, tally))
+            if deadline is not None and tally is not None:  # over every final record, earlier sessions' too
+                totals["deadline"] = {**deadline, "on_fallback": tally.items, "extra_cost_usd": tally.extra_cost()}
+            return totals
 
         manifest = self.store.finalize(cast("dict[str, Any]", header), summarize)  # the store takes plain dicts
         return as_summary(manifest)

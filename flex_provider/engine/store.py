@@ -54,7 +54,8 @@ PART_SUFFIX = ".jsonl"
 TMP_PREFIX = "_tmp-"
 PENDING_DIR = "_pending"
 PROGRESS_DIR = "_progress"
-RECORD_STATUSES = frozenset({"succeeded", "failed"})
+# "skipped": not sent, the budget could not afford it; always retryable, so never final (see is_final).
+RECORD_STATUSES = frozenset({"succeeded", "failed", "skipped"})
 SESSION_PATTERN = r"\d{8}T\d{6}-[0-9a-f]{6}"  # what new_session_id() makes
 _SESSION_RE = re.compile(SESSION_PATTERN)
 _PART_RE = re.compile(rf"{re.escape(PART_PREFIX)}{SESSION_PATTERN}-\d{{5,}}{re.escape(PART_SUFFIX)}")
@@ -127,9 +128,13 @@ def _as_text(value: Any) -> str:
 
 
 def is_final(record: dict[str, Any]) -> bool:
-    """A success, or a failure that a new attempt cannot fix (bad request, invalid output)."""
-    if record.get("status") == "succeeded":
+    """A success, or a failure that a new attempt cannot fix (bad request, invalid output). An item
+    skipped for the budget is not: the next run (with a higher cap) sends it."""
+    status = record.get("status")
+    if status == "succeeded":
         return True
+    if status == "skipped":
+        return False
     error = record.get("error")
     return not (isinstance(error, dict) and error.get("retryable", False))
 

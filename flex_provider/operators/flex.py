@@ -118,7 +118,14 @@ class FlexLLMOperator(BaseOperator):
     :param request_options: extra create() arguments (max_output_tokens, reasoning, temperature...).
     :param service_tier: ``"flex"`` (default) or another tier.
     :param timeout: per request, seconds (flex answers can take up to 15 minutes).
-    :param max_concurrency: requests in flight for this task (lowered automatically on rate limits).
+    :param max_concurrency: requests in flight for this task (lowered automatically on rate limits
+        only when the server announces no limits; otherwise the rate pacer keeps within them).
+    :param max_requests_per_minute: cap on this task's requests per minute, under the account's own
+        limit (which is learnt from the answers' ``x-ratelimit-*`` headers): for sharing an account.
+    :param max_tokens_per_minute: cap on this task's tokens per minute (prompt + output bound, as
+        OpenAI counts them), likewise.
+    :param rate_limit_window_s: what "per minute" means for the caps and the pacing, 60 (an emulator
+        may use a shorter window).
     :param on_unavailable: on 429 resource_unavailable: ``"retry"`` until the budget runs out,
         ``"fallback"`` to ``fallback_tier`` after that, or ``"fail"`` the item at once.
     :param retry: per-item retry budget, a :class:`RetryPolicy` or dict of its fields.
@@ -170,6 +177,9 @@ class FlexLLMOperator(BaseOperator):
         service_tier: str = "flex",
         timeout: float = 900.0,
         max_concurrency: int = 32,
+        max_requests_per_minute: float | None = None,
+        max_tokens_per_minute: float | None = None,
+        rate_limit_window_s: float = 60.0,
         on_unavailable: str = "retry",
         fallback_tier: str = "default",
         retry: RetryPolicy | dict[str, Any] | None = None,
@@ -242,6 +252,9 @@ class FlexLLMOperator(BaseOperator):
             # XCom mode: the engine stops sending once the finished records could not fit anyway.
             max_result_bytes=xcom_max_bytes if output_path is None else None,
             redo_failed=redo_failed,  # type: ignore[arg-type]
+            max_requests_per_minute=max_requests_per_minute,
+            max_tokens_per_minute=max_tokens_per_minute,
+            rate_limit_window_s=rate_limit_window_s,
         )
         if submit_mode == "background" and api != "responses":
             raise FlexInputError(

@@ -195,6 +195,7 @@ def test_as_dict_for_the_summary():
     assert spending.as_dict() == {
         "max_cost_usd": 1.0,
         "spent": 0.375,
+        "spent_before": 0.25,
         "spent_this_run": 0.125,
         "reserved": 0.0,
         "refused": 1,

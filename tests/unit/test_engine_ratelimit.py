@@ -394,6 +394,77 @@ def test_a_changed_limit_is_learnt():
     in_virtual_time(main)
 
 
+def test_answers_that_overtook_each_other_do_not_raise_the_copy():
+    """Many requests in flight reach the server in any order (new connections, a busy loop): an
+    answer admitted before requests we took ahead of it shows their tokens still there. That reading
+    must not raise the copy: only what would hold even if every request ahead came after it."""
+
+    async def main(loop):
+        pacer = RatePacer(clock=loop.time, safety_margin=0.0)
+        probe = await pacer.acquire(100)
+        pacer.settle(probe, 100, headers(tokens=(100_000, 99_900)))
+        first = [await pacer.acquire(1000) for _ in range(50)]  # 50,000 out, in flight together
+        last = await pacer.acquire(1000)
+        before = pacer.available("tokens")
+        # The last one taken reached the server first: it saw the 50 ahead of it not yet charged.
+        pacer.settle(last, 1000, headers(tokens=(100_000, 98_900)))
+        assert pacer.available("tokens") == pytest.approx(before)
+        for reservation in first:
+            pacer.settle(reservation, 1000)
+        # Alone in flight, a reading that shows more left does raise the copy (a tenth of the way).
+        alone = await pacer.acquire(1000)
+        level = pacer.available("tokens") - 0.0
+        pacer.settle(alone, 1000, headers(tokens=(100_000, 90_000)))
+        assert pacer.available("tokens") > level
+
+    in_virtual_time(main)
+
+
+def test_the_processing_time_bounds_when_the_request_was_admitted():
+    """The server admitted a request between our send and its answer less ``openai-processing-ms``.
+    A reading is a range over that span: it lowers the copy only below the most the server can have
+    left, and raises it only above the least (the time a request spent queued on the way is refill
+    the copy cannot count on)."""
+
+    async def main(loop):
+        pacer = RatePacer(clock=loop.time, safety_margin=0.0, window_s=10.0)
+        probe = await pacer.acquire(0)
+        pacer.settle(probe, 0, headers(tokens=(10_000, 10_000), window_s=10.0))
+        reservation = await pacer.acquire(9_000)
+        await asyncio.sleep(2.0)  # the copy refills to 3,000
+        assert pacer.available("tokens") == pytest.approx(3_000)
+        raw = {"x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "1500", "openai-processing-ms": "50"}
+        limits = RateLimits.from_headers(raw)
+        assert limits.processing_s == pytest.approx(0.05)
+        # Admitted between 0 and 1.95 s: 1,550 to 3,500 left now. The copy's 3,000 is in range: kept.
+        pacer.settle(reservation, 9_000, limits)
+        assert pacer.available("tokens") == pytest.approx(3_000)
+        # Two seconds on, the copy says 5,000; a request sent then, processed 2 s (so admitted at
+        # once), sees 1,500: at most 3,500 are left now, and the copy comes down to that.
+        again = await pacer.acquire(0)
+        await asyncio.sleep(2.0)
+        assert pacer.available("tokens") == pytest.approx(5_000)
+        pacer.settle(again, 0, RateLimits.from_headers({**raw, "openai-processing-ms": "2000"}))
+        assert pacer.available("tokens") == pytest.approx(3_500)
+
+    in_virtual_time(main)
+
+
+def test_under_a_user_cap_the_servers_fuller_bucket_never_raises_the_copy():
+    async def main(loop):
+        pacer = RatePacer(clock=loop.time, safety_margin=0.0, max_tokens_per_minute=20_000)
+        probe = await pacer.acquire(0)
+        pacer.settle(probe, 0, headers(tokens=(40_000, 40_000)))
+        taken = [await pacer.acquire(1000) for _ in range(19)]  # the cap's bucket nearly empty
+        assert pacer.available("tokens") == pytest.approx(1_000)
+        for reservation in taken:  # the server's 40,000 bucket has plenty left
+            pacer.settle(reservation, 1000, headers(tokens=(40_000, 39_000)))
+        assert pacer.available("tokens") < 1_100  # only the refill since, never the server's 39,000
+        assert pacer.limit("tokens") == 20_000
+
+    in_virtual_time(main)
+
+
 # -- 429 rate_limit_exceeded ----------------------------------------------------------------------------
 
 

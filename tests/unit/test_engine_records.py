@@ -46,6 +46,7 @@ RECORD_KEYS = [
     "response_id",
     "prompt_hash",
     "finished_at",
+    "fallback_reason",  # added later: last, so the keys above stay where earlier versions wrote them
 ]
 HEADER_KEYS = [
     "status",
@@ -61,9 +62,13 @@ HEADER_KEYS = [
     "output_path",
     "duration_s",
     "finished_at",
+    "fallbacks_by_reason",  # added later, last
+    "budget",
+    "deadline",
+    "rate_limits",
 ]
 THIS_RUN_KEYS = ["requests", "resumed", "processed", "duplicates_in_input", "prompt_changed", "background_reattached"]
-TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "failures", "usage", "cost_usd", "tiers"]
+TOTALS_KEYS = ["total", "succeeded", "failed", "failed_ids", "failures", "usage", "cost_usd", "tiers", "skipped"]
 KEY = "sk-test-records-0123456789abcdef"
 
 
@@ -117,6 +122,7 @@ def test_a_success_record_has_every_key_in_order_and_the_served_model_and_tier()
         "error": None,
         "response_id": "resp_1",
         "prompt_hash": "3f9a0c1b2d4e5f60",
+        "fallback_reason": None,
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", record["finished_at"])
 
@@ -132,6 +138,46 @@ def test_a_fallen_back_record_names_the_fallback_tier_it_asked_for():
     a.attempts += 1
     record = recorder().success(a, Reply("text", "default", Usage(), "resp_2", "m"))
     assert (record["requested_tier"], record["fallback"], record["attempts"]) == ("default", True, 4)
+    assert record["fallback_reason"] == "unavailable"
+
+
+def test_an_item_the_budget_cannot_afford_is_recorded_skipped_retryable_and_counted_apart():
+    from flex_provider.engine.budget import OverBudget
+
+    rec = recorder()
+    record = rec.skipped(attempt(attempts=0), OverBudget(0.004, 0.0195, 0.02))
+    assert list(record) == RECORD_KEYS
+    assert record["status"] == "skipped" and record["output"] is None and record["service_tier"] is None
+    assert record["error"] == {
+        "type": "OverBudget",
+        "code": "budget",
+        "message": "not sent: its worst-case cost $0.004000 does not fit the budget (spent $0.019500 of "
+        "max_cost_usd=$0.020000); a run with a higher max_cost_usd sends it",
+        "retryable": True,
+    }
+    assert (rec.counters.budget_skipped, rec.counters.failed, rec.counters.succeeded) == (1, 0, 0)
+    assert rec.counters.usage == Usage() and rec.counters.cost.actual == 0
+
+
+def test_summarize_records_counts_skipped_items_apart_from_failures_and_prices_the_deadline():
+    from flex_provider.engine.records import DeadlineTally
+
+    prices = PriceTable()
+    usage = {"input": 1000, "output": 1000}
+    records = [
+        {"id": "a", "status": "succeeded", "usage": usage, "service_tier": "flex", "fallback_reason": None},
+        {"id": "b", "status": "succeeded", "usage": usage, "service_tier": "default", "fallback_reason": "deadline"},
+        {"id": "c", "status": "succeeded", "usage": usage, "service_tier": "default", "fallback_reason": "unavailable"},
+        {"id": "d", "status": "skipped", "usage": None, "error": {"code": "budget", "retryable": True}},
+    ]
+    tally = DeadlineTally("flex")
+    totals = summarize_records(records, prices, "gpt-5-mini", tally)
+    assert (totals["total"], totals["succeeded"], totals["failed"], totals["skipped"]) == (4, 3, 0, 1)
+    assert totals["failures"] == [] and totals["failed_ids"] == []
+    standard = prices.standard_cost("gpt-5-mini", Usage(input=1000, output=1000))
+    assert standard is not None
+    # Only the deadline's fallback is the deadline's price: standard minus its flex price, i.e. half.
+    assert tally.items == 1 and tally.extra_cost() == pytest.approx(standard / 2, abs=1e-6)
 
 
 def test_a_failure_record_has_the_same_keys_and_a_redacted_error(api_error):
@@ -160,6 +206,7 @@ def test_a_failure_record_has_the_same_keys_and_a_redacted_error(api_error):
         },
         "response_id": None,
         "prompt_hash": "3f9a0c1b2d4e5f60",
+        "fallback_reason": None,
     }
     assert list(record["error"] or {}) == ["type", "status_code", "code", "message", "request_id", "retryable"]
 
@@ -243,6 +290,10 @@ def test_run_header_sums_every_sessions_progress_and_reports_this_run():
         "service_tier": "flex",
         "output_path": "s3://b/run/",
         "duration_s": 1.5,
+        "fallbacks_by_reason": {"unavailable": 1},  # a file that does not say why: flex capacity, as before
+        "budget": None,
+        "deadline": None,
+        "rate_limits": None,
     }
 
 
