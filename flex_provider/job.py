@@ -162,6 +162,7 @@ class FlexEvent:
     total: int | None = None
     succeeded: int | None = None
     failed: int | None = None
+    skipped: int | None = None  # not sent: over the budget (max_cost_usd)
 
     def to_payload(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -256,6 +257,7 @@ async def run_job(
         total=summary["total"],
         succeeded=summary["succeeded"],
         failed=summary["failed"],
+        skipped=summary["skipped"] or None,  # only when the budget left items unsent
     )
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import jsonschema
@@ -20,6 +20,7 @@ from flex_provider.engine.items import surrogate_problem
 
 API_CHOICES = ("responses", "chat")
 ON_UNAVAILABLE_CHOICES = ("retry", "fallback", "fail")
+ON_BUDGET_EXHAUSTED_CHOICES = ("fail", "succeed")
 SUBMIT_MODES = ("inline", "background")
 REDO_FAILED_CHOICES = ("retryable", "all")
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
@@ -332,6 +333,54 @@ def parse_deadline_at(value: Any) -> datetime:
     if moment.tzinfo is None:
         raise FlexInputError(f"deadline_at: {value!r} has no timezone; expected an absolute time such as ...+00:00")
     return moment
+
+
+def budget_from(value: Any) -> float | None:
+    """``max_cost_usd`` as the operator takes it (rendered by Jinja: a number or its text)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise FlexInputError(f"max_cost_usd: expected a number of US dollars, got {value!r}") from None
+    require_positive("max_cost_usd", value, allow_zero=True)
+    return float(value)
+
+
+def deadline_from(value: Any, started: datetime) -> str | None:
+    """``deadline`` as the operator takes it, made absolute: ISO 8601 with a timezone (what the job
+    carries, so that a restarted trigger keeps the same deadline).
+
+    An absolute time: a datetime, or its ISO text (what Jinja renders ``{{ data_interval_end +
+    macros.timedelta(hours=6) }}`` to); without a timezone it is UTC (Airflow's own default). A
+    duration from ``started`` (the task's start): a timedelta, or seconds as a number or its text."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                value = datetime.fromisoformat(text)
+            except ValueError:
+                raise FlexInputError(
+                    f"deadline: expected a date-time (ISO 8601, e.g. '2026-01-01T06:00:00+00:00'), a duration in "
+                    f"seconds or a timedelta, got {value!r}"
+                ) from None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        require_positive("deadline", value)
+        moment = started + timedelta(seconds=float(value))
+    else:
+        raise FlexInputError(
+            f"deadline: expected a date-time, a duration in seconds or a timedelta, got {type(value).__name__}"
+        )
+    return moment.astimezone(UTC).isoformat()
 
 
 def to_dict(obj: RequestSpec | RunOptions) -> dict[str, Any]:

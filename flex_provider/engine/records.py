@@ -497,13 +497,14 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f"fallbacks {summary['fallbacks']:,}",
         f"{usage_text(summary['usage'])}; {cost_text(summary['cost_usd'])}; {summary['duration_s']:,.1f}s",
     ]
-    lines += controls_lines(summary)
+    lines += [line for line, _ in controls_lines(summary)]
     lines += [f"failed: {failure_text(group)}" for group in summary["failures"]]
     return lines
 
 
-def controls_lines(summary: RunSummary) -> list[str]:
-    """The budget and the deadline, when the run had them (a missed deadline says so)."""
+def controls_lines(summary: RunSummary) -> list[tuple[str, bool]]:
+    """The budget and the deadline, when the run had them, each with whether it is a warning (items
+    left unsent by the budget, a missed deadline)."""
     lines = []
     budget = summary.get("budget")
     if budget:
@@ -511,16 +512,20 @@ def controls_lines(summary: RunSummary) -> list[str]:
             f"budget: spent ${budget['spent']:,.4f} of max_cost_usd ${budget['max_cost_usd']:,.4f} "
             f"(${budget['spent_before']:,.4f} in earlier sessions)"
         )
-        if summary.get("skipped"):
-            line += f"; exhausted: {summary['skipped']:,} item(s) not sent (status skipped, sent by a run with a higher cap)"
-        lines.append(line)
+        skipped = summary.get("skipped") or 0
+        if skipped:
+            line += f"; exhausted: {skipped:,} item(s) not sent (status skipped, sent by a run with a higher cap)"
+        lines.append((line, bool(skipped)))
     deadline = summary.get("deadline")
     if deadline:
         extra = deadline.get("extra_cost_usd")
         cost = f"${extra:,.4f}" if isinstance(extra, (int, float)) else "unknown"
         verdict = "met" if deadline["met"] else f"MISSED ({deadline['finished_late']:,} item(s) finished late)"
         lines.append(
-            f"deadline {deadline['at']}: {verdict}; {deadline['on_fallback']:,} item(s) sent to the fallback tier "
-            f"for it, costing {cost} more than on {summary['service_tier']}"
+            (
+                f"deadline {deadline['at']}: {verdict}; {deadline['on_fallback']:,} item(s) sent to the fallback "
+                f"tier for it, costing {cost} more than on {summary['service_tier']}",
+                not deadline["met"],
+            )
         )
     return lines

@@ -183,7 +183,7 @@ class FlexEngine:
         finished = state.final_prompts  # id -> hash of the prompt its final record answered
         self._result_bytes.used = state.final_bytes
         self.log.info(
-            "flex run starting: %d item(s) already final on storage, %d retryable failure(s) to redo, "
+            "flex run starting: %d item(s) already final on storage, %d retryable failure(s) or skipped item(s) to redo, "
             "%d non-retryable failure(s) to redo (redo_failed=%s), %d background response(s) to re-attach, "
             "model=%s tier=%s concurrency=%d mode=%s%s",
             len(finished),

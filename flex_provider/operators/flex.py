@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Context
@@ -22,18 +23,23 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 
 from flex_provider.assets import asset_extra
+from flex_provider.engine.budget import Budget
 from flex_provider.engine.config import (
     API_CHOICES,
+    ON_BUDGET_EXHAUSTED_CHOICES,
     SERVICE_TIERS,
     RequestSpec,
     RetryPolicy,
     RunOptions,
+    budget_from,
+    deadline_from,
     require_choice,
     require_positive,
 )
 from flex_provider.engine.errors import FlexInputError
 from flex_provider.engine.items import PromptBuilder
-from flex_provider.engine.records import RunSummary, as_summary, failure_text, summary_lines
+from flex_provider.engine.pricing import PriceTable
+from flex_provider.engine.records import RunSummary, as_summary, controls_lines, failure_text, summary_lines
 from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
@@ -144,6 +150,17 @@ class FlexLLMOperator(BaseOperator):
         1M tokens, over the site-wide ``flex_prices`` Variable, over genai-prices' maintained table.
     :param prompt_cache_key: sent with every request so requests sharing the instructions hit the same
         prompt cache: ``"auto"`` (default: one key per question, the same every night), a string, or None.
+    :param max_cost_usd: spending cap in USD (templated), what earlier runs in the same folder spent
+        included: no request is sent whose worst case (estimated prompt, output bound) could take the
+        spend over it. Items not sent get records with status ``skipped`` (retryable: a run with a
+        higher cap sends them). Requests without an output bound get ``max_output_tokens=4096``.
+    :param on_budget_exhausted: ``"fail"`` (default: the task fails once the run is checkpointed,
+        naming the skipped items) or ``"succeed"`` (partial results are fine).
+    :param deadline: finish by (templated): a date-time (``"{{ data_interval_end +
+        macros.timedelta(hours=6) }}"``, ISO text, a datetime; UTC when it has no timezone) or a
+        duration from the task's start (seconds, or a timedelta). Items stay on flex while the rest
+        still fits; just enough of the last ones go to ``fallback_tier`` to finish on time. Resolved
+        to an absolute time before deferral.
     :param deferrable: run the requests in the triggerer (True) or in the worker (False); default:
         ``[operators] default_deferrable`` (which Airflow ships as False: set it to True, or pass
         ``deferrable=True``, to free worker slots while flex is slow).
@@ -157,6 +174,8 @@ class FlexLLMOperator(BaseOperator):
         "input_path",
         "output_path",
         "request_options",
+        "max_cost_usd",
+        "deadline",
     )
     template_fields_renderers = {"instructions": "md", "input": "md", "items": "json", "request_options": "json"}
     ui_color = "#d9f2e6"
@@ -192,6 +211,9 @@ class FlexLLMOperator(BaseOperator):
         progress_interval: float = 5.0,
         prices: dict[str, dict[str, float]] | None = None,
         prompt_cache_key: str | None = "auto",
+        max_cost_usd: Any = None,
+        on_budget_exhausted: str = "fail",
+        deadline: Any = None,
         xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES,
         conn_id: str = FlexHook.default_conn_name,
         deferrable: bool | None = None,
@@ -215,6 +237,7 @@ class FlexLLMOperator(BaseOperator):
         # Not templated, so checked now, at DAG parse time (the RequestSpec is built only in execute).
         require_positive("timeout", timeout)
         require_choice("service_tier", service_tier, SERVICE_TIERS)
+        require_choice("on_budget_exhausted", on_budget_exhausted, ON_BUDGET_EXHAUSTED_CHOICES)
         if isinstance(xcom_max_bytes, bool) or not isinstance(xcom_max_bytes, int) or xcom_max_bytes < 1:
             raise FlexInputError(f"xcom_max_bytes: expected a positive integer (bytes), got {xcom_max_bytes!r}")
         self.model = model
@@ -229,6 +252,9 @@ class FlexLLMOperator(BaseOperator):
         self.service_tier = service_tier
         self.timeout = timeout
         self.prompt_cache_key = prompt_cache_key
+        self.max_cost_usd = max_cost_usd
+        self.on_budget_exhausted = on_budget_exhausted
+        self.deadline = deadline
         self.output_path = output_path
         self.max_failed = max_failed
         self.checkpoint_root = checkpoint_root
@@ -293,6 +319,14 @@ class FlexLLMOperator(BaseOperator):
             out["params"] = json.loads(json.dumps(dict(params), default=str))
         return out
 
+    @staticmethod
+    def _started(context: Context) -> datetime:
+        """When the task (this try) started: what a ``deadline`` given as a duration counts from."""
+        started = getattr(context.get("ti"), "start_date", None)
+        if isinstance(started, datetime):
+            return started if started.tzinfo is not None else started.replace(tzinfo=UTC)
+        return datetime.now(UTC)
+
     def _work_uri(self, context: Context) -> str:
         if self.output_path is not None:
             return to_uri(self.output_path, "output_path")
@@ -307,12 +341,22 @@ class FlexLLMOperator(BaseOperator):
             kind = path_kind(checked_path(work_uri, "output_path"), "output_path")
             if kind in ("file", "other"):
                 raise FlexInputError(f"output_path: {work_uri} is a file; expected a folder")
+        spec = self._request_spec()
+        # The site-wide price table is read now, at run time (never at parse time), and travels in the
+        # job: the trigger itself never reads a Variable. The budget and the deadline are rendered by
+        # now; the deadline is made absolute (a duration counts from the task's start).
+        options = dataclasses.replace(
+            self.run_options,
+            prices=prices_for_run(self.run_options.prices),
+            max_cost_usd=budget_from(self.max_cost_usd),
+            deadline_at=deadline_from(self.deadline, self._started(context)),
+        )
+        if options.max_cost_usd is not None:
+            Budget(options.max_cost_usd, PriceTable(options.prices), model=spec.model)  # no price: fail now
         job = FlexJob(
             conn_id=self.conn_id,
-            spec=self._request_spec(),
-            # The site-wide price table is read now, at run time (never at parse time), and travels
-            # in the job: the trigger itself never reads a Variable.
-            options=dataclasses.replace(self.run_options, prices=prices_for_run(self.run_options.prices)),
+            spec=spec,
+            options=options,
             work_uri=work_uri,
             output_uri=work_uri if self.output_path is not None else None,
             template_context=self._template_context(context),
@@ -407,6 +451,22 @@ class FlexLLMOperator(BaseOperator):
             f"Failures by reason: {reasons}. {advice} All results, failures included, are at {work_uri}."
         )
 
+    def _over_budget(self, summary: RunSummary, work_uri: str) -> str:
+        """Why the task fails with on_budget_exhausted="fail", and how to finish the run."""
+        budget = summary["budget"]
+        spent = (
+            f"spent ${budget['spent']:,.4f} of max_cost_usd=${budget['max_cost_usd']:,.4f} "
+            f"(${budget['spent_before']:,.4f} of it by earlier runs in this folder)"
+            if budget
+            else "an earlier run's max_cost_usd"
+        )
+        return (
+            f"flex run stopped at its budget: {summary['skipped']} of {summary['total']} item(s) not sent "
+            f"(records with status 'skipped'); {spent}. The {summary['succeeded']} answered item(s) are kept at "
+            f"{work_uri}. Raise max_cost_usd and clear the task (or let it retry): only the skipped items are "
+            "sent. Or set on_budget_exhausted='succeed' to accept partial results."
+        )
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         result = FlexEvent.from_payload(event)
         work_uri = result.work_uri
@@ -419,9 +479,12 @@ class FlexLLMOperator(BaseOperator):
         store = ResultStore(storage_path(work_uri))
         summary = as_summary(store.read_manifest(), f"{work_uri}/_manifest.json")
         lines = summary_lines(summary)
+        controls = controls_lines(summary)  # lines[2:2 + len(controls)]
         self.log.info("flex summary: %s; results at %s", lines[0], work_uri)
         self.log.info("flex summary: %s", lines[1])
-        for line in lines[2:]:  # failures by reason
+        for line, warn in controls:  # budget, deadline (a missed deadline is a warning, not hidden)
+            (self.log.warning if warn else self.log.info)("flex summary: %s", line)
+        for line in lines[2 + len(controls) :]:  # failures by reason
             self.log.warning("flex summary: %s", line)
         # The Flex savings page lists runs from this compact copy (counts, cost, tiers; no failures
         # beyond their counts by kind); pushed before any max_failed verdict: a failed run was paid too.
@@ -432,6 +495,8 @@ class FlexLLMOperator(BaseOperator):
             for outlet in self.outlets:
                 if isinstance(outlet, Asset):
                     context["outlet_events"][outlet].extra.update(extra)
+        if summary["skipped"] and self.on_budget_exhausted == "fail":
+            raise AirflowException(self._over_budget(summary, work_uri))
         if self.input is not None:
             record = next(store.iter_records(), None)
             if record is None or record.get("status") != "succeeded":
