@@ -200,6 +200,8 @@ class RunControls:
             if held is not None and self.budget is not None:
                 self.budget.settle(held, 0.0)  # never sent
             raise
+        if self.planner is not None and attempt.decision is not None:
+            self.planner.sent(attempt.decision)  # the tier's latency starts with its first request
         return Ticket(paced, held)
 
     def answered(self, ticket: Ticket, attempt: ItemAttempt, result: Reply | Created) -> None:

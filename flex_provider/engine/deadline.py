@@ -8,8 +8,9 @@ fallback?", recomputing the plan from what it has measured so far:
 
 * Throughput comes from concurrency and latency (Little's law), not from elapsed time: the run has
   ``concurrency`` slots (workers); an item holds its slot for its tier's latency, measured from the
-  moment it was decided to the moment it finished (so waits for rate limits, retries and 429
-  resource_unavailable are all in it). Each tier's latency is a running mean (exponential after the
+  moment its first request left (:meth:`DeadlinePlanner.sent`; from the decision if the caller does
+  not say) to the moment it finished, so retries and 429 resource_unavailable are in it, while waits
+  before the first request (budget, rate limits: the same on either tier) are not. Each tier's latency is a running mean (exponential after the
   first answers) with its spread, raised to the mean age of the items still in flight on it when
   those have already waited longer: a tier that slows down shows in flight long before it shows in
   completions.
@@ -133,6 +134,7 @@ class TierDecision:
     started_at: float
     group: Group
     finished: bool = False
+    sent: bool = False  # its first request has left (see DeadlinePlanner.sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,17 @@ class DeadlinePlanner:
             return TierDecision(True, "deadline", now, group)
         self.sent_flex += 1
         return TierDecision(False, None, now, group)
+
+    def sent(self, decision: TierDecision) -> None:
+        """The item's first request leaves now: its latency counts from here. What it waited for
+        before (the budget, the rate pacer: the same for either tier, so no tier can shorten it; the
+        pacer's first answers at the start of a run) is not the tier's. Once per item."""
+        if decision.sent or decision.finished:
+            return
+        decision.sent = True
+        now = self._clock()
+        self._stats[decision.group].started_sum += now - decision.started_at
+        decision.started_at = now
 
     def fell_back(self, decision: TierDecision) -> None:
         """The item left flex for another reason (flex unavailable): count it in flight on the

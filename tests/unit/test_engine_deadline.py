@@ -126,6 +126,25 @@ def test_fell_back_moves_the_item_to_the_fallback_tier_and_measures_it_there():
     assert status.in_flight == 0
 
 
+def test_a_wait_before_the_first_request_is_not_the_tiers_latency():
+    """Waiting for the budget or the rate pacer (the same on either tier) before the item's first
+    request leaves is not flex's latency: measured from ``sent``, once."""
+    clock = FakeClock()
+    plan = planner(1000.0, clock, items=10)
+    decision = plan.decide()
+    clock.now += 30.0  # queued behind the rate pacer
+    plan.sent(decision)
+    clock.now += 5.0
+    plan.sent(decision)  # a retry's request: the latency still counts from the first
+    clock.now += 5.0
+    plan.done(decision)
+    assert plan.status().flex_latency_s == pytest.approx(10.0)
+    undecided = plan.decide()
+    clock.now += 1.0
+    plan.done(undecided)  # never told: from the decision, as before
+    assert plan.status().flex_latency_s == pytest.approx(5.5)
+
+
 def test_done_is_idempotent_and_failures_are_not_latencies():
     clock = FakeClock()
     plan = planner(1000.0, clock, concurrency=2, items=10)
