@@ -7,7 +7,11 @@ or be picked up by a task retry, and every engine session leaves its own ``_prog
 - request counters (requests, 429s, fallbacks...), tokens, cost and tiers add up over the sessions:
   what a crashed session sent and was billed for stays sent and billed;
 - done / succeeded / failed / skipped / in_flight / total are the latest session's view: it counts the
-  items earlier sessions finished (found final on storage, ``skipped``) besides its own;
+  items earlier sessions finished (found final on storage, ``skipped``) besides its own. Note the two
+  skips: ``skipped`` is items *resumed* (final on storage, not sent again: it has meant this since
+  the first release), ``budget_skipped`` items *not sent because of the budget* (records with status
+  ``"skipped"``, what the summary's ``skipped`` counts; a later run with a higher cap sends them);
+- ``budget`` and ``deadline`` are the latest session's (``None`` when the run has none);
 - once ``_manifest.json`` is there (and no session started after it), the run is finished and the
   totals are the manifest's, the numbers the operator returned.
 
@@ -98,7 +102,7 @@ class LiveState(TypedDict):
     done: int
     succeeded: int
     failed: int
-    skipped: int  # items already final from earlier sessions, not sent again
+    skipped: int  # items resumed: already final from earlier sessions, not sent again (see budget_skipped)
     in_flight: int
     requests: int
     unavailable: int
@@ -123,6 +127,28 @@ class LiveState(TypedDict):
     failures: list[FailureSample]
     failure_groups: list[FailureGroup]
     series: list[LivePoint]
+    # Added later (readers of older states find them missing): the budget and the deadline.
+    budget_skipped: int  # items not sent: over the budget (the summary's ``skipped``), not resumed ones
+    budget: LiveBudget | None  # None: the run has no max_cost_usd
+    deadline: LiveDeadline | None  # None: the run has no deadline
+
+
+class LiveBudget(TypedDict):
+    """USD; ``spent`` includes what earlier sessions in the folder spent."""
+
+    max_cost_usd: float
+    spent: float
+    reserved: float  # worst cases of the requests in flight (0 once finished)
+    exhausted: bool  # items are being (were) skipped
+
+
+class LiveDeadline(TypedDict):
+    at: str  # ISO 8601
+    # "on_track"; "at_risk" (the planner says even the fallback tier cannot make it, or the ETA is
+    # past the deadline); "missed" (passed with items left, or items finished late); "met" (finished in time)
+    status: str
+    predicted_finish: str | None  # the ETA (ISO 8601), while running and known
+    on_fallback: int  # items sent to the fallback tier because of the deadline (fallbacks_by_reason)
 
 
 def read_live_state(root: Any) -> LiveState | None:
@@ -350,6 +376,7 @@ def merge_live_state(
     updated_ts = max(updates) if updates else None
     speed = _throughput(latest)
 
+    budget_skipped = _int(view.get("budget_skipped"))
     state: LiveState = {
         "format": LIVE_FORMAT,
         "finished": manifest is not None,
@@ -386,14 +413,56 @@ def merge_live_state(
         "failures": list(failures.values())[:FAILURES_SHOWN],
         "failure_groups": groups.result(),
         "series": _series(live),
+        "budget_skipped": budget_skipped,
+        "budget": _budget(view.get("budget")),
+        "deadline": None,
     }
     if manifest is not None:
         _finish(state, manifest)
     elif speed is not None and total is not None and speed[0] > 0:
-        eta = max(total - state["done"], 0) / speed[0]
+        eta = max(total - state["done"] - budget_skipped, 0) / speed[0]
         state["eta_s"] = round(eta, 1)
         state["eta_at"] = iso(speed[1] + eta)
+    state["deadline"] = _deadline(view.get("deadline"), state, manifest, updated_ts)
     return state
+
+
+def _budget(found: Any) -> LiveBudget | None:
+    if not isinstance(found, dict) or not isinstance(found.get("max_cost_usd"), int | float):
+        return None
+    return {
+        "max_cost_usd": round(_float(found.get("max_cost_usd")), 6),
+        "spent": round(_float(found.get("spent")), 6),
+        "reserved": round(_float(found.get("reserved")), 6),
+        "exhausted": found.get("exhausted") is True,
+    }
+
+
+def _deadline(
+    found: Any, state: LiveState, manifest: Mapping[str, Any] | None, updated: float | None
+) -> LiveDeadline | None:
+    """Where the run stands against its deadline: the session's view while running, the summary's at the end."""
+    summary = manifest.get("deadline") if manifest is not None else None
+    source = summary if isinstance(summary, dict) else found
+    at = _epoch(source.get("at")) if isinstance(source, dict) else None
+    if at is None or not isinstance(source, dict):
+        return None
+    on_fallback = state["fallbacks_by_reason"].get("deadline", 0)
+    if isinstance(summary, dict):
+        status = "met" if summary.get("met") is True else "missed"
+        on_fallback = _int(summary.get("on_fallback")) or on_fallback
+    elif source.get("missed") is True or (updated is not None and updated > at):
+        status = "missed"
+    elif source.get("predicted_miss") is True or ((_epoch(state["eta_at"]) or 0.0) > at):
+        status = "at_risk"
+    else:
+        status = "on_track"
+    return {
+        "at": iso(at),
+        "status": status,
+        "predicted_finish": state["eta_at"] if manifest is None else None,
+        "on_fallback": on_fallback,
+    }
 
 
 def _finish(state: LiveState, summary: Mapping[str, Any]) -> None:
@@ -405,6 +474,11 @@ def _finish(state: LiveState, summary: Mapping[str, Any]) -> None:
     this_run = summary.get("this_run")
     if isinstance(this_run, dict):
         state["skipped"] = _int(this_run.get("resumed"))
+    state["budget_skipped"] = _int(summary.get("skipped"))
+    budget = _budget(summary.get("budget"))
+    if budget is not None:
+        budget["reserved"] = 0.0
+    state["budget"] = budget or state["budget"]
     state["in_flight"] = 0
     state["requests"] = _int(summary.get("requests"))
     state["unavailable"] = _int(summary.get("unavailable"))

@@ -11,15 +11,21 @@ alike, and no count is ever sent twice. Names (Airflow adds its ``statsd_prefix`
 ``flex.unavailable``            429 ``resource_unavailable`` answers (flex had no capacity)
 ``flex.rate_limited``           429 ``rate_limit_exceeded`` answers
 ``flex.transient_errors``       408/409/5xx, connection errors, timeouts, malformed answers
-``flex.fallbacks``              items moved to ``fallback_tier``
+``flex.fallbacks``              items moved to ``fallback_tier``, for any reason
+``flex.fallbacks.unavailable``  of which because flex had no capacity (429 ``resource_unavailable``)
+``flex.fallbacks.deadline``     of which because the deadline needed them on the faster tier
 ``flex.items.succeeded``        items finished with an answer
 ``flex.items.failed``           items finished as failed
+``flex.items.skipped``          items not sent: over the budget (``max_cost_usd``)
 ``flex.tokens.input``           input tokens billed (cached ones included)
 ``flex.tokens.cached``          of which cached
 ``flex.tokens.output``          output tokens billed (reasoning ones included)
 ``flex.cost.actual_microusd``   cost at the served tier, in millionths of a dollar
 ``flex.cost.standard_microusd`` what the standard tier would have cost, same unit
 ==============================  ===============================================================
+
+Fallbacks by reason are names of their own rather than a ``reason`` tag: plain StatsD has no tags,
+and every metric here carries the same three.
 
 Counts are per engine session: items a retried or restarted run finds already done on storage are
 not counted again (they were counted when they were done).
@@ -52,8 +58,11 @@ COUNTERS: dict[str, Callable[[RunCounters], int]] = {
     "flex.rate_limited": lambda c: c.rate_limited,
     "flex.transient_errors": lambda c: c.transient_errors,
     "flex.fallbacks": lambda c: c.fallbacks,
+    "flex.fallbacks.unavailable": lambda c: c.fallbacks_by_reason.get("unavailable", 0),
+    "flex.fallbacks.deadline": lambda c: c.fallbacks_by_reason.get("deadline", 0),
     "flex.items.succeeded": lambda c: c.succeeded,
     "flex.items.failed": lambda c: c.failed,
+    "flex.items.skipped": lambda c: c.budget_skipped,
     "flex.tokens.input": lambda c: c.usage.input,
     "flex.tokens.cached": lambda c: c.usage.cached,
     "flex.tokens.output": lambda c: c.usage.output,

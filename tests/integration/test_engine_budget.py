@@ -14,6 +14,7 @@ import pytest
 
 from flex_provider.engine.budget import BudgetError
 from flex_provider.engine.pricing import DEFAULT_PRICES
+from flex_provider.live import read_live_state
 from tests.integration.conftest import API_KEY, FAST_RETRY
 from tests.integration.helpers import input_key, make_engine, make_items, records
 
@@ -61,6 +62,9 @@ async def test_a_budget_of_a_few_cents_stops_the_run_under_it_and_a_higher_one_f
     assert len(skipped) == ITEMS - sent
     assert all(r["error"]["code"] == "budget" and r["error"]["retryable"] for r in skipped)
     assert all(r["usage"] == {"input": 0, "cached": 0, "output": 0, "reasoning": 0} for r in skipped)
+    live = read_live_state(tmp_path)  # what the Flex tab shows
+    assert live is not None and live["budget_skipped"] == ITEMS - sent and live["skipped"] == 0
+    assert live["budget"] == {"max_cost_usd": cap, "spent": budget["spent"], "reserved": 0.0, "exhausted": True}
     print(
         f"\n[budget] max_cost_usd ${cap}: {sent}/{ITEMS} items sent, {ITEMS - sent} skipped; engine spent "
         f"${budget['spent']:.6f}, emulator billed ${bill['cost_usd']:.6f} ({bill['cost_usd'] / cap:.1%} of the cap, "

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from flex_provider.live import read_live_state
 from tests.integration.conftest import API_KEY, FAST_RETRY
 from tests.integration.helpers import make_engine, make_items, records
 
@@ -68,6 +69,9 @@ async def test_a_deadline_too_short_for_flex_alone_is_met_with_a_minority_on_sta
         r["service_tier"] == "default" and r["requested_tier"] == "default" and r["fallback"] for r in on_standard
     )
     assert summary["fallbacks_by_reason"] == {"deadline": len(on_standard)}
+    live = read_live_state(tmp_path)  # what the Flex tab shows
+    assert live is not None and live["deadline"] is not None
+    assert live["deadline"]["status"] == "met" and live["deadline"]["on_fallback"] == len(on_standard)
     assert summary["tiers"] == {"flex": ITEMS - len(on_standard), "default": len(on_standard)}
     # What the deadline cost: those items at standard prices instead of flex (half), to the cent.
     assert block["extra_cost_usd"] > 0

@@ -433,7 +433,11 @@ def test_the_processing_time_bounds_when_the_request_was_admitted():
         reservation = await pacer.acquire(9_000)
         await asyncio.sleep(2.0)  # the copy refills to 3,000
         assert pacer.available("tokens") == pytest.approx(3_000)
-        raw = {"x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "1500", "openai-processing-ms": "50"}
+        raw = {
+            "x-ratelimit-limit-tokens": "10000",
+            "x-ratelimit-remaining-tokens": "1500",
+            "openai-processing-ms": "50",
+        }
         limits = RateLimits.from_headers(raw)
         assert limits.processing_s == pytest.approx(0.05)
         # Admitted between 0 and 1.95 s: 1,550 to 3,500 left now. The copy's 3,000 is in range: kept.

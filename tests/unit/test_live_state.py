@@ -4,7 +4,7 @@ flex_provider.live merges the sessions' files and the manifest into what the Fle
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,9 @@ CONTRACT_KEYS = [
     "failures",
     "failure_groups",
     "series",
+    "budget_skipped",  # added later, last: readers of older states find them missing
+    "budget",
+    "deadline",
 ]
 
 
@@ -523,3 +526,97 @@ def test_cost_is_unknown_once_any_tokens_could_not_be_priced():
         "cache_saved": None,
         "unpriced_tokens": 40,
     }
+
+
+# -- budget and deadline ------------------------------------------------------------------------------
+
+
+def controlled(session: Session, *, spent: float, exhausted: bool, predicted_miss: bool, missed: bool) -> dict:
+    return {
+        "budget": {"max_cost_usd": 0.5, "spent": spent, "reserved": 0.02, "exhausted": exhausted},
+        "deadline": {
+            "at": datetime.fromtimestamp(T0 + 600, UTC).isoformat(),
+            "predicted_miss": predicted_miss,
+            "missed": missed,
+            "needed_on_fallback": 3,
+        },
+    }
+
+
+def test_items_over_the_budget_are_not_the_resumed_skipped_ones():
+    session = Session(1, T0, total=100, resumed=10)
+    session.finish(40)
+    session.counters.budget_skipped = 50
+    session.progress.on_record({"id": "x", "status": "skipped", "error": {"code": "budget", "retryable": True}})
+    name, doc = (
+        session.name,
+        json.loads(
+            json.dumps(
+                session.progress.snapshot(
+                    session.counters,
+                    controlled(session, spent=0.49, exhausted=True, predicted_miss=False, missed=False),
+                )
+            )
+        ),
+    )
+    assert doc["failures"] == [] and doc["failure_groups"] == []  # not a failure
+    state = merge_live_state([(name, doc)])
+    assert (state["skipped"], state["budget_skipped"], state["done"]) == (10, 50, 50)
+    assert state["budget"] == {"max_cost_usd": 0.5, "spent": 0.49, "reserved": 0.02, "exhausted": True}
+
+
+def test_the_deadline_status_while_running_and_once_finished():
+    def state_with(**flags: bool) -> dict:
+        session = Session(1, T0, total=100)
+        session.finish(50)
+        doc = session.progress.snapshot(session.counters, controlled(session, spent=0.1, exhausted=False, **flags))
+        session.clock.now = T0 + 60
+        return merge_live_state([(session.name, json.loads(json.dumps(doc)))])
+
+    on_track = state_with(predicted_miss=False, missed=False)["deadline"]
+    assert on_track is not None and on_track["status"] == "on_track"
+    assert on_track["at"] == datetime.fromtimestamp(T0 + 600, UTC).isoformat(timespec="microseconds")
+    assert state_with(predicted_miss=True, missed=False)["deadline"]["status"] == "at_risk"
+    assert state_with(predicted_miss=False, missed=True)["deadline"]["status"] == "missed"
+
+    session = Session(1, T0, total=10)
+    session.finish(10)
+    found = [
+        (
+            session.name,
+            json.loads(
+                json.dumps(
+                    session.progress.snapshot(
+                        session.counters,
+                        controlled(session, spent=0.1, exhausted=False, predicted_miss=False, missed=False),
+                    )
+                )
+            ),
+        )
+    ]
+    manifest = {
+        "finished_at": datetime.fromtimestamp(T0 + 100, UTC).isoformat(),
+        "total": 10,
+        "succeeded": 7,
+        "failed": 0,
+        "skipped": 3,
+        "budget": {"max_cost_usd": 0.5, "spent": 0.5, "reserved": 0.0, "exhausted": True},
+        "deadline": {"at": datetime.fromtimestamp(T0 + 600, UTC).isoformat(), "met": True, "on_fallback": 4},
+    }
+    final = merge_live_state(found, manifest)
+    assert final["deadline"] == {
+        "at": datetime.fromtimestamp(T0 + 600, UTC).isoformat(timespec="microseconds"),
+        "status": "met",
+        "predicted_finish": None,
+        "on_fallback": 4,
+    }
+    assert final["budget_skipped"] == 3 and final["budget"] is not None and final["budget"]["reserved"] == 0.0
+
+
+def test_a_run_without_budget_or_deadline_and_an_older_file_show_none():
+    session = Session(1, T0)
+    session.finish(3)
+    name, doc = session.checkpoint(T0 + 5)
+    for found in (doc, {k: v for k, v in doc.items() if k not in ("budget", "deadline", "budget_skipped")}):
+        state = merge_live_state([(name, found)])
+        assert (state["budget"], state["deadline"], state["budget_skipped"]) == (None, None, 0)

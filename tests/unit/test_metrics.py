@@ -29,6 +29,9 @@ def test_names_are_documented_and_prefixed() -> None:
         "flex.tokens.output",
         "flex.items.succeeded",
         "flex.items.failed",
+        "flex.items.skipped",
+        "flex.fallbacks.deadline",
+        "flex.fallbacks.unavailable",
         "flex.cost.actual_microusd",
         "flex.cost.standard_microusd",
     } <= set(METRIC_NAMES)
@@ -52,6 +55,16 @@ def test_take_returns_increments_since_last_call() -> None:
         "flex.cost.standard_microusd": 25,
     }
     assert meter.take(counters) == {}  # nothing grew: nothing again
+    counters.fell_back("deadline")
+    counters.fell_back("unavailable")
+    counters.fell_back("deadline")
+    counters.budget_skipped = 4
+    assert meter.take(counters) == {
+        "flex.fallbacks": 3,
+        "flex.fallbacks.deadline": 2,
+        "flex.fallbacks.unavailable": 1,
+        "flex.items.skipped": 4,
+    }
     counters.requests += 1
     counters.cost.actual += 0.0000004  # sub-micro-dollar growth is sent once the running total rounds up
     assert meter.take(counters) == {"flex.requests": 1, "flex.cost.actual_microusd": 1}
