@@ -101,3 +101,32 @@ def test_a_budget_for_a_model_without_a_price_is_refused_before_anything_is_sent
     with pytest.raises(BudgetError, match=r"no price is known for model 'my-finetune'"):
         make_engine(emu, tmp_path, API_KEY, spec={"model": "my-finetune"}, max_cost_usd=1.0)
     assert emu.stats()["requests"] == 0
+
+
+async def test_the_budget_counts_cached_input_at_the_cached_rate(emu, tmp_path: Path) -> None:
+    """Long shared instructions are served from the prompt cache after the first answers (the
+    emulator's rule: a prefix of 256+ tokens): billed at the cached rate, and spent from the budget
+    at that rate too, so a cap goes further."""
+    instructions = "You classify support tickets. " + "Follow the house style guide closely. " * 60
+    engine = make_engine(
+        emu,
+        tmp_path,
+        API_KEY,
+        spec={"instructions": instructions, "request_options": {"max_output_tokens": OUTPUT_BOUND}},
+        retry=FAST_RETRY,
+        max_concurrency=4,
+        max_cost_usd=1.0,
+    )
+    summary = await engine.run(make_items(40), total=40)
+    bill = emu.stats()["billing"]
+    cost, usage = summary["cost_usd"], summary["usage"]
+    assert usage["cached"] > 0 and bill["cached_tokens"] == usage["cached"]
+    assert summary["budget"] is not None
+    assert summary["budget"]["spent"] == pytest.approx(bill["cost_usd"], rel=1e-4) == cost["actual"]
+    without_cache = cost["actual"] + cost["cache_saved"]
+    print(
+        f"\n[prompt cache] 40 items, {usage['input']:,} input tokens of which {usage['cached']:,} cached: cost "
+        f"${cost['actual']:.6f} instead of ${without_cache:.6f} ({cost['cache_saved'] / without_cache:.0%} less), "
+        f"on top of flex's ${cost['saved']:.6f}"
+    )
+    assert cost["cache_saved"] > 0
