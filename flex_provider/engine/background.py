@@ -21,6 +21,7 @@ from flex_provider.engine.attempt import ItemAttempt
 from flex_provider.engine.calls import CallBuilder, Reply
 from flex_provider.engine.errors import Verdict, classify, redact
 from flex_provider.engine.progress import RunCounters
+from flex_provider.engine.usage import Usage
 
 TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
 
@@ -46,7 +47,15 @@ class PendingEntry(_PendingBase, total=False):
 
 
 class BackgroundFailed(RuntimeError):
-    """A background response ended ``failed``/``incomplete``/``cancelled`` on the server."""
+    """A background response ended ``failed``/``incomplete``/``cancelled`` on the server.
+
+    An ``incomplete`` one (it hit ``max_output_tokens``) was generated, so billed: ``usage``,
+    ``service_tier`` and ``model`` carry what the response reported (the record and the budget count
+    it); None when it reported nothing."""
+
+    usage: Usage | None = None
+    service_tier: str | None = None
+    model: str | None = None
 
     def __init__(self, status: str, message: str, retryable: bool) -> None:
         super().__init__(f"background response {status}: {message}")
@@ -197,7 +206,13 @@ class BackgroundSubmitter:
                 self.counters.transient_errors += 1
                 response_id = None
                 continue
-            raise BackgroundFailed(response.status, redact(str(message), self._secrets), retryable=False)
+            failed = BackgroundFailed(response.status, redact(str(message), self._secrets), retryable=False)
+            billed = getattr(response, "usage", None)
+            if billed is not None:
+                failed.usage = Usage.from_api(billed)
+                failed.service_tier = getattr(response, "service_tier", None)
+                failed.model = getattr(response, "model", None)
+            raise failed
         raise BackgroundFailed("failed", "retry budget exhausted on failed background responses", retryable=True)
 
     async def _checkpoint(self, entry: PendingEntry) -> None:

@@ -159,19 +159,26 @@ class RunControls:
         if self.planner is not None and attempt.decision is not None:
             self.planner.fell_back(attempt.decision)
 
-    def end(self, attempt: ItemAttempt, reply: Reply | None) -> None:
-        """The item is done (``reply`` None: failed or skipped). Background mode: the budget held
-        since its response was created is settled now, at what the answer cost."""
+    def end(self, attempt: ItemAttempt, reply: Reply | None, failure: BaseException | None = None) -> None:
+        """The item is done (``reply`` None: it failed, with ``failure``, or was skipped).
+        Background mode: the budget held since its response was created is settled now, at what the
+        answer cost (a response that ended incomplete was billed too: its failure says for what)."""
         if self.planner is not None and attempt.decision is not None:
             self.planner.done(attempt.decision, ok=reply is not None)
         budget = self.budget
-        if budget is None:
-            return
+        if budget is None or self.options.submit_mode != "background":
+            return  # inline: every request settled what it held when its answer came
         held, attempt.held = attempt.held, None
-        cost = self._cost(reply) if reply is not None else None
+        billed = getattr(failure, "usage", None)
+        if reply is not None:
+            cost: float | None = self._cost(reply)
+        elif isinstance(billed, Usage):
+            cost = budget.actual_cost(getattr(failure, "model", None), getattr(failure, "service_tier", None), billed)
+        else:
+            cost = None  # no answer read (failed, cancelled): its worst case counts
         if held is not None:
-            budget.settle(held, cost)  # no answer read (failed, cancelled): its worst case counts
-        elif reply is not None and self.options.submit_mode == "background":
+            budget.settle(held, cost)
+        elif cost is not None:
             # An answer to a response an earlier session created (re-attached): its money was
             # committed before this session started, so it is counted, not reserved.
             budget.charge(cost, self._worst_case(attempt))

@@ -359,18 +359,18 @@ class FlexEngine:
         run; a request the budget cannot afford ends the item ``skipped``; any other API outcome
         ends this item alone (retryable or not, as its record says)."""
         attempt = ItemAttempt(item, sent_hash, self.spec.service_tier)
-        reply: Reply | None = None
+        outcome: tuple[Reply | None, BaseException | None] = (None, None)
         self.controls.begin(attempt)
         if attempt.fell_back:
             self._dirty_progress = True
         try:
-            record, reply = await self._answer(attempt)
+            record, outcome = await self._answer(attempt)
             return record
         finally:
-            self.controls.end(attempt, reply)
+            self.controls.end(attempt, *outcome)
 
-    async def _answer(self, attempt: ItemAttempt) -> tuple[ResultRecord, Reply | None]:
-        """The item's record, and the reply it holds (None: failed or skipped)."""
+    async def _answer(self, attempt: ItemAttempt) -> tuple[ResultRecord, tuple[Reply | None, BaseException | None]]:
+        """The item's record, and its outcome: the reply, or what failed it (both None: skipped)."""
         try:
             try:
                 reply = await self._on_tier(attempt)
@@ -392,7 +392,7 @@ class FlexEngine:
             raise
         except OverBudget as exc:
             self._dirty_progress = True
-            return self.records.skipped(attempt, exc), None
+            return self.records.skipped(attempt, exc), (None, None)
         except _ITEM_ERRORS as exc:
             # Only answers (or silences) of the API make an item fail; a bug of ours must stop the run.
             verdict = classify(exc) if not isinstance(exc, BackgroundFailed) else None
@@ -406,9 +406,9 @@ class FlexEngine:
                 ) from None
             if verdict is Verdict.ITEM_FAILED:
                 self.health.on_item_failed(exc)  # the same refusal for item after item stops the run
-            return self.records.failure(attempt, exc), None
+            return self.records.failure(attempt, exc), (None, exc)
         self.health.on_item_succeeded()
-        return self.records.success(attempt, reply), reply
+        return self.records.success(attempt, reply), (reply, None)
 
     async def _on_tier(self, attempt: ItemAttempt) -> Reply:
         """The answer on ``attempt.requested_tier``: one retried call, or the background loop."""

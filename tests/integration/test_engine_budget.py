@@ -130,3 +130,26 @@ async def test_the_budget_counts_cached_input_at_the_cached_rate(emu, tmp_path: 
         f"on top of flex's ${cost['saved']:.6f}"
     )
     assert cost["cache_saved"] > 0
+
+
+async def test_background_mode_holds_the_budget_until_each_response_is_answered(emu, tmp_path: Path) -> None:
+    """Background responses are billed when they complete, long after their create answered: the
+    budget keeps each one's worst case held until then, so the cap holds here too (and the create
+    requests are paced by the token limit like inline ones)."""
+    cap = 0.01
+    emu.update(latency_s=0.05, tpm_limit=40_000, rate_window_s=3)
+    engine = run_with_budget(emu, tmp_path, cap, submit_mode="background", poll_interval_s=0.05, rate_limit_window_s=3)
+    summary = await engine.run(make_items(120), total=120)
+    stats = emu.stats()
+    bill = stats["billing"]
+    assert bill["cost_usd"] <= cap and summary["skipped"] > 0
+    assert summary["budget"] is not None and summary["budget"]["spent"] == pytest.approx(bill["cost_usd"], rel=1e-4)
+    # Responses that hit max_output_tokens end 'incomplete' (failed items) but were generated, so
+    # billed: their records and the budget count what they cost, like the emulator's bill.
+    assert stats["background"]["created"] == summary["succeeded"] + summary["failed"] == bill["requests"]
+    assert summary["cost_usd"]["actual"] == pytest.approx(bill["cost_usd"], rel=1e-4)
+    assert stats["rate_limited"]["tokens"] <= 1
+    print(
+        f"\n[budget] background mode, max_cost_usd ${cap}: {bill['requests']}/120 sent, billed "
+        f"${bill['cost_usd']:.6f} ({bill['cost_usd'] / cap:.1%} of the cap)"
+    )
