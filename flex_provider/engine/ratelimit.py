@@ -69,6 +69,9 @@ _MIN_WAIT_S = 1e-4
 # not leave a waiter re-arming a timer for 1e-13 s.
 _EPSILON = 1e-6
 
+# The headers an answer is read for (prefixes of lower-cased names).
+_WANTED_HEADERS = ("x-ratelimit-", "openai-processing-ms")
+
 # Charges remembered with their time (see _Bucket.ledger_at): enough for every answer of a fast run,
 # bounded memory for a slow one (an answer older than the history reads as in-order, as it did before).
 _HISTORY = 4096
@@ -115,11 +118,11 @@ class RateLimits:
         if not headers:
             return cls()
         try:
-            wanted = {
-                str(name).lower(): value
-                for name, value in headers.items()
-                if str(name).lower().startswith(("x-ratelimit-", "openai-processing-ms"))
-            }
+            # httpx's Headers hand out their names lower-cased (multi_items, the cheapest read: this
+            # runs once per answer); any other mapping is lower-cased here.
+            multi_items = getattr(headers, "multi_items", None)
+            items = multi_items() if multi_items is not None else ((str(k).lower(), v) for k, v in headers.items())
+            wanted = {name: value for name, value in items if name.startswith(_WANTED_HEADERS)}
         except Exception:  # a headers object that cannot be iterated: read as no headers
             return cls()
         processing = _count(wanted.get("openai-processing-ms"))

@@ -40,10 +40,11 @@ def _seconds(value: float) -> float | None:
 def parse_duration(text: str) -> float | None:
     """OpenAI's reset headers are Go-style durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
     text = text.strip()
-    try:
-        return _seconds(float(text))
-    except ValueError:
-        pass
+    if text[-1:].isdigit():  # plain seconds ("1.5"); units ("1.5s") skip the failing float() below
+        try:
+            return _seconds(float(text))
+        except ValueError:
+            pass
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
