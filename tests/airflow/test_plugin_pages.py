@@ -50,7 +50,10 @@ def test_task_tab_has_every_hook() -> None:
         assert page.by_id(chart)[0] == "svg"
     assert page.by_id("flex-failures")[0] == "table"
     assert "hidden" in page.by_id("flex-error")[1]  # shown only on errors
+    for element_id in ("flex-controls", "flex-budget", "flex-deadline"):  # shown only for runs that set them
+        assert "hidden" in page.by_id(element_id)[1]
     script = _read("task.js") + _read("common.js")
+    assert "data.budget" in script and "data.deadline" in script
     assert 'dataset.loaded = "1"' in script
     assert '"data-failure-id": f.id' in script  # one row per failure: tr[data-failure-id]
     assert "class: `series series-${index}" in script  # chart lines: .series

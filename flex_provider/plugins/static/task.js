@@ -167,6 +167,31 @@
     Flex.setText("flex-try", String(data.try_number ?? "—"));
   }
 
+  /** The run's own limits, when it has them: spend against max_cost_usd, and the deadline's status. */
+  function renderControls(data) {
+    const budget = data.budget, deadline = data.deadline;
+    document.getElementById("flex-controls").hidden = !budget && !deadline;
+    const b = document.getElementById("flex-budget");
+    b.hidden = !budget;
+    if (budget) {
+      b.dataset.spent = String(budget.spent);
+      b.dataset.cap = String(budget.max_cost_usd);
+      const skipped = data.budget_skipped ? ` · ${Flex.fmtInt(data.budget_skipped)} items not sent (over budget)` : "";
+      b.textContent = `Budget: ${Flex.fmtUsd(budget.spent)} spent of ${Flex.fmtUsd(budget.max_cost_usd)}` +
+        (budget.reserved ? ` (${Flex.fmtUsd(budget.reserved)} reserved in flight)` : "") + skipped;
+      b.className = budget.exhausted ? "warn-text" : "";
+    }
+    const d = document.getElementById("flex-deadline");
+    d.hidden = !deadline;
+    if (deadline) {
+      d.dataset.status = deadline.status;
+      const finish = deadline.predicted_finish ? `, predicted finish ${Flex.fmtTime(deadline.predicted_finish)}` : "";
+      const moved = deadline.on_fallback ? ` · ${Flex.fmtInt(deadline.on_fallback)} items sent to the standard tier to make it` : "";
+      d.textContent = `Deadline ${Flex.fmtTime(deadline.at, true)}: ${deadline.status.replace("_", " ")}${finish}${moved}`;
+      d.className = deadline.status === "missed" || deadline.status === "at_risk" ? "warn-text" : "";
+    }
+  }
+
   function render(data) {
     last = data;
     document.body.dataset.status = data.status;
@@ -175,6 +200,7 @@
     renderProgress(data);
     renderCounters(data);
     renderCost(data);
+    renderControls(data);
     renderCharts(data);
     renderFailures(data);
     renderDetails(data);
