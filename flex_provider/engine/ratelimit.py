@@ -198,15 +198,19 @@ class _Bucket:
     synced: bool = False  # the copy has been set from a remaining header once
     corrections: int = 0  # times the server said less remained than we thought
     rate_limited: int = 0
-    # (time, ledger after the charge) of recent charges, for ledger_at(); trimmed to about _HISTORY.
+    # (time, ledger after the charge) of recent charges, for ledger_at(); trimmed to about _HISTORY,
+    # kept only once a server limit is known (before that, no answer is reconciled).
     _times: list[float] = field(default_factory=list)
     _ledgers: list[float] = field(default_factory=list)
-    _trimmed: bool = False
+    _incomplete: bool = False  # charges were left out (trimmed, or before the limit was known)
+    _capacity: float | None = None  # the lower of server_limit and cap (read on every request)
+
+    def __post_init__(self) -> None:
+        self._capacity = self.cap
 
     @property
     def capacity(self) -> float | None:
-        limits = [x for x in (self.server_limit, self.cap) if x is not None]
-        return min(limits) if limits else None
+        return self._capacity
 
     @property
     def rate(self) -> float:
@@ -244,15 +248,17 @@ class _Bucket:
     def charge(self, amount: float, now: float | None = None) -> None:
         self.level -= amount
         self.ledger += amount
-        capacity = self.capacity
+        capacity = self._capacity
         if capacity is not None:
             self.level = min(self.level, capacity)
-        if now is not None:
-            self._times.append(now)
-            self._ledgers.append(self.ledger)
-            if len(self._times) > 2 * _HISTORY:
-                del self._times[:_HISTORY], self._ledgers[:_HISTORY]
-                self._trimmed = True
+        if now is None or self.server_limit is None:
+            self._incomplete = True
+            return
+        self._times.append(now)
+        self._ledgers.append(self.ledger)
+        if len(self._times) > 2 * _HISTORY:
+            del self._times[:_HISTORY], self._ledgers[:_HISTORY]
+            self._incomplete = True
 
     def ledger_at(self, moment: float) -> float | None:
         """The ledger as it stood at ``moment`` (every charge up to then); None when older than the
@@ -260,11 +266,12 @@ class _Bucket:
         index = bisect.bisect_right(self._times, moment) - 1
         if index >= 0:
             return self._ledgers[index]
-        return None if self._trimmed else 0.0
+        return None if self._incomplete else 0.0
 
     def learn_limit(self, limit: int) -> None:
         first = self.server_limit is None
         self.server_limit = float(limit)
+        self._capacity = self.server_limit if self.cap is None else min(self.server_limit, self.cap)
         capacity = self.capacity
         assert capacity is not None
         if first and self.cap is None:
@@ -461,7 +468,8 @@ class RatePacer:
         if actual_tokens is not None:
             actual = max(0, int(actual_tokens))
             delta = actual - reservation.tokens
-            self._tokens.charge(delta, now)
+            if delta:
+                self._tokens.charge(delta, now)
             reservation.tokens_adjust = delta
             self._learn_scale(reservation.requested, actual)
         if limits is not None:
