@@ -209,3 +209,58 @@ def test_admit_waits_for_the_pacer_and_a_cancelled_wait_gives_the_budget_back():
         made.release(first)
 
     asyncio.run(main())
+
+
+# -- the operator's budget and deadline, as rendered ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("None", None), (0.05, 0.05), ("0.05", 0.05), (" 2 ", 2.0), (0, 0.0)],
+)
+def test_budget_from_a_rendered_template(value, expected):
+    from flex_provider.engine.config import budget_from
+
+    assert budget_from(value) == expected
+
+
+@pytest.mark.parametrize("value", ["five dollars", -1, float("nan"), True])
+def test_a_bad_budget_names_the_field(value):
+    from flex_provider.engine.config import budget_from
+    from flex_provider.engine.errors import FlexInputError
+
+    with pytest.raises(FlexInputError, match="max_cost_usd"):
+        budget_from(value)
+
+
+START = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        (3600, "2026-01-01T01:00:00+00:00"),
+        ("3600", "2026-01-01T01:00:00+00:00"),  # a templated number
+        (timedelta(hours=6), "2026-01-01T06:00:00+00:00"),
+        ("2026-01-01 06:00:00+00:00", "2026-01-01T06:00:00+00:00"),  # str() of data_interval_end + 6h
+        ("2026-01-01T07:00:00+01:00", "2026-01-01T06:00:00+00:00"),  # made UTC
+        ("2026-01-01T06:00:00", "2026-01-01T06:00:00+00:00"),  # no timezone: UTC
+        (datetime(2026, 1, 1, 6, tzinfo=UTC), "2026-01-01T06:00:00+00:00"),
+    ],
+)
+def test_deadline_from_is_absolute_and_in_utc(value, expected):
+    from flex_provider.engine.config import deadline_from
+
+    assert deadline_from(value, START) == expected
+    if expected is not None:
+        assert RunOptions(deadline_at=expected).deadline == datetime.fromisoformat(expected)
+
+
+@pytest.mark.parametrize("value", ["tomorrow morning", -5, 0, [1]])
+def test_a_bad_deadline_names_the_field(value):
+    from flex_provider.engine.config import deadline_from
+    from flex_provider.engine.errors import FlexInputError
+
+    with pytest.raises(FlexInputError, match="deadline"):
+        deadline_from(value, START)
