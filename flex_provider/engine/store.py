@@ -21,7 +21,9 @@ record's ``prompt_hash`` (a hash of the prompt sent) names the current prompt; o
 that hash, or with none (older versions wrote none), can win; among them a success beats a failure,
 then newer beats older (a newer failure beats an older failure too). An answer to a prompt that has
 since changed is stale and never wins. ``load`` counts an item as done when its winner is final (a
-success, or a failure no new attempt can fix): what the output keeps is what was done.
+success, or a failure no new attempt can fix): what the output keeps is what was done. A record
+``"skipped"`` (not sent: the budget could not afford it) ranks like a failure and is never final, so
+the next run sends the item again; its new record (a success, or a newer skip) wins.
 
 Damage is survived where that is safe: a line that is not a record (a torn last line after a crash,
 a truncated file, anything but an object with a string ``id`` and a known ``status``) counts as no
