@@ -447,6 +447,18 @@ class RatePacer:
         self.wait_s += max(0.0, reservation.at - now)
         return reservation
 
+    def _close(self, reservation: Reservation) -> float | None:
+        """Take ``reservation`` out of flight and bring the buckets up to now; None if it was
+        already settled or refunded (both are idempotent)."""
+        if reservation.settled:
+            return None
+        reservation.settled = True
+        self.in_flight -= 1
+        self._in_flight_tokens = max(0.0, self._in_flight_tokens - reservation.tokens) if self.in_flight else 0.0
+        now = self._clock()
+        self._refill(now)
+        return now
+
     def settle(
         self, reservation: Reservation, actual_tokens: int | None = None, limits: RateLimits | None = None
     ) -> None:
@@ -458,13 +470,9 @@ class RatePacer:
         timeout: we cannot know). ``limits``: the answer's headers (:meth:`RateLimits.from_headers`);
         None when there was no answer. Calling it again for the same reservation does nothing, so
         it can sit in a ``finally``."""
-        if reservation.settled:
+        now = self._close(reservation)
+        if now is None:
             return
-        reservation.settled = True
-        self.in_flight -= 1
-        self._in_flight_tokens = max(0.0, self._in_flight_tokens - reservation.tokens) if self.in_flight else 0.0
-        now = self._clock()
-        self._refill(now)
         if actual_tokens is not None:
             actual = max(0, int(actual_tokens))
             delta = actual - reservation.tokens
@@ -479,13 +487,9 @@ class RatePacer:
     def refund(self, reservation: Reservation, limits: RateLimits | None = None) -> None:
         """The request was not admitted (a 429 rate_limit_exceeded, or it never left): give back the
         request and all its tokens. Idempotent, like :meth:`settle`."""
-        if reservation.settled:
+        now = self._close(reservation)
+        if now is None:
             return
-        reservation.settled = True
-        self.in_flight -= 1
-        self._in_flight_tokens = max(0.0, self._in_flight_tokens - reservation.tokens) if self.in_flight else 0.0
-        now = self._clock()
-        self._refill(now)
         self._requests.charge(-1, now)
         reservation.requests_adjust = -1
         self._tokens.charge(-reservation.tokens, now)
