@@ -46,7 +46,7 @@ async def run_with_deadline(emu: Any, root: Path, seconds: float) -> tuple[dict[
 
 
 async def test_a_deadline_too_short_for_flex_alone_is_met_with_a_minority_on_standard(emu, tmp_path: Path) -> None:
-    seconds = 5.0
+    seconds = 6.0  # flex alone takes ~7 s here (start-up and spread included): ~20-35 % must go to standard
     summary, deadline, took = await run_with_deadline(emu, tmp_path, seconds)
 
     out = records(tmp_path)
