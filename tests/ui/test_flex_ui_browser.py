@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 from harness import AirflowCluster
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -108,6 +109,24 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {value!r})")
         time.sleep(interval)
+
+
+def follow_nav_link(browser: WebDriver, selector: str, path: str, attempts: int = 3) -> None:
+    """Click the navigation's link and wait for the route. The nav bar is re-rendered while the
+    previous page still refreshes, so a click can land on an element that is being replaced (it
+    then does nothing): find the link again and click again, the last time through the DOM."""
+    for attempt in range(1, attempts + 1):
+        nav = visible(browser, (By.CSS_SELECTOR, selector))
+        try:
+            if attempt < attempts:
+                nav.click()
+            else:
+                browser.execute_script("arguments[0].click()", nav)
+            wait_until(f"the route {path}", lambda: urlsplit(browser.current_url).path == path, 10)
+            return
+        except (AssertionError, WebDriverException):
+            if attempt == attempts:
+                raise
 
 
 def ti_url(af: AirflowCluster, run_id: str) -> str:
@@ -324,9 +343,7 @@ def test_savings_page_from_the_navigation(
     af: AirflowCluster, history: list[str], tonight: str, browser: WebDriver, artifacts: Path
 ) -> None:
     browser.switch_to.default_content()
-    nav = visible(browser, (By.CSS_SELECTOR, "a[href$='/plugin/flex-savings']"))
-    nav.click()
-    wait_until("the savings page's route", lambda: urlsplit(browser.current_url).path == "/plugin/flex-savings", 30)
+    follow_nav_link(browser, "a[href$='/plugin/flex-savings']", "/plugin/flex-savings")
     enter_plugin_frame(browser, "/flex/ui/savings")
     runs = [*history, tonight]
     manifests = [manifest(af, run_id) for run_id in runs]
