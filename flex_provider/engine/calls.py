@@ -144,6 +144,9 @@ class CallBuilder:
         output = _field(response, "output")
         if not isinstance(output, list):
             raise _shape_error(response, "output")
+        if _field(response, "status") == "incomplete":
+            reason = getattr(_field(response, "incomplete_details"), "reason", None)
+            raise self._cut_short(response, f"incomplete: {reason or 'no reason given'}")
         return self._reply(
             response.output_text,
             _field(response, "service_tier"),
@@ -164,6 +167,8 @@ class CallBuilder:
             refused.usage = Usage.from_api(_field(completion, "usage"))
             refused.service_tier, refused.model = _field(completion, "service_tier"), model
             raise refused  # a refusal is billed too
+        if _field(choices[0], "finish_reason") == "length":
+            raise self._cut_short(completion, "finish_reason: length")
         return self._reply(
             message.content or "",
             _field(completion, "service_tier"),
@@ -171,6 +176,19 @@ class CallBuilder:
             _field(completion, "id"),
             model,
         )
+
+    def _cut_short(self, answer: Any, why: str) -> OutputValidationError:
+        """An answer that hit the output bound is a truncated text, not a result: the item fails (not
+        retryable: the same bound cuts it again), billed, as background mode's ``incomplete`` does.
+        The message says how to get it: a larger bound, then ``redo_failed="all"``."""
+        bound = "max_output_tokens" if self.spec.api == "responses" else "max_completion_tokens"
+        cut = OutputValidationError(
+            f"the answer was cut short ({why}): raise {bound} in request_options and re-run with "
+            f"redo_failed='all' (the truncated text is not recorded)"
+        )
+        cut.usage = Usage.from_api(_field(answer, "usage"))
+        cut.service_tier, cut.model = _field(answer, "service_tier"), _field(answer, "model")
+        return cut
 
     def _reply(self, text: str, tier: str | None, api_usage: Any, response_id: str | None, model: str | None) -> Reply:
         usage = Usage.from_api(api_usage)

@@ -24,25 +24,25 @@ def test_a_budget_stops_the_run_and_fails_the_task_after_checkpointing_then_a_hi
     out = tmp_path / "out"
     body = """
         FlexLLMOperator(task_id="enrich", conn_id=CONN_ID, model="gpt-5-mini", items={items!r},
-                        output_path={out!r}, request_options={{"max_output_tokens": 300}},
+                        output_path={out!r}, request_options={{"max_output_tokens": 300, "reasoning": {{"effort": "minimal"}}}},
                         max_cost_usd="{{{{ params.budget }}}}", params={{"budget": {budget}}}{extra})
         """
-    run = write_dag(body, items=ITEMS, out=f"file://{out}", budget=0.005, extra="").test()
+    run = write_dag(body, items=ITEMS, out=f"file://{out}", budget=0.002, extra="").test()
     assert task_states(run) == {"enrich": "failed"}
     printed = capfd.readouterr()
     text = printed.out + printed.err
     manifest = json.loads((out / MANIFEST_NAME).read_text())  # checkpointed before the task failed
     skipped, sent = manifest["skipped"], manifest["succeeded"]
     assert skipped > 0 and sent > 0 and skipped + sent == len(ITEMS)
-    assert manifest["budget"]["max_cost_usd"] == 0.005 and manifest["budget"]["spent"] <= 0.005
-    assert emu.stats()["billing"]["cost_usd"] <= 0.005
+    assert manifest["budget"]["max_cost_usd"] == 0.002 and manifest["budget"]["spent"] <= 0.002
+    assert emu.stats()["billing"]["cost_usd"] <= 0.002
     assert f"flex run stopped at its budget: {skipped} of {len(ITEMS)} item(s) not sent" in text
     assert "Raise max_cost_usd and clear the task" in text
     assert f"exhausted: {skipped} item(s) not sent" in text  # the summary line, as a warning
 
     # Partial results accepted: the same budget, now spent, succeeds with nothing sent.
     run = write_dag(
-        body, items=ITEMS, out=f"file://{out}", budget=0.005, extra=', on_budget_exhausted="succeed"'
+        body, items=ITEMS, out=f"file://{out}", budget=0.002, extra=', on_budget_exhausted="succeed"'
     ).test()
     assert task_states(run) == {"enrich": "success"}
     assert xcom(run, "enrich")["skipped"] == skipped

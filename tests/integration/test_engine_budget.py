@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 
 ITEMS = 300
 OUTPUT_BOUND = 400  # max_output_tokens: with the prompt, what bounds a request's worst case
+# Low reasoning effort (32-256 reasoning tokens): answers fit the bound, so none is cut short (a failed item).
+REQUEST_OPTIONS = {"max_output_tokens": OUTPUT_BOUND, "reasoning": {"effort": "low"}}
 
 
 def run_with_budget(emu, root: Path, cap: float, **options):
@@ -29,7 +31,7 @@ def run_with_budget(emu, root: Path, cap: float, **options):
         emu,
         root,
         API_KEY,
-        spec={"request_options": {"max_output_tokens": OUTPUT_BOUND}},
+        spec={"request_options": REQUEST_OPTIONS},
         retry=FAST_RETRY,
         max_concurrency=32,
         max_cost_usd=cap,
@@ -112,7 +114,7 @@ async def test_the_budget_counts_cached_input_at_the_cached_rate(emu, tmp_path: 
         emu,
         tmp_path,
         API_KEY,
-        spec={"instructions": instructions, "request_options": {"max_output_tokens": OUTPUT_BOUND}},
+        spec={"instructions": instructions, "request_options": REQUEST_OPTIONS},
         retry=FAST_RETRY,
         max_concurrency=4,
         max_cost_usd=1.0,

@@ -34,7 +34,7 @@ async def run_with_deadline(emu: Any, root: Path, seconds: float) -> tuple[dict[
         emu,
         root,
         API_KEY,
-        spec={"request_options": {"max_output_tokens": 300}},
+        spec={"request_options": {"max_output_tokens": 1000}},
         retry=FAST_RETRY,
         max_concurrency=CONCURRENCY,
         deadline_at=deadline.isoformat(),

@@ -26,14 +26,17 @@ SCHEMA = {
 }
 
 
-def make_response(text: str, *, tier: str | None = "flex", rid: str = "resp_1") -> Response:
+def make_response(
+    text: str, *, tier: str | None = "flex", rid: str = "resp_1", status: str = "completed", why: str | None = None
+) -> Response:
     return Response.model_validate(
         {
             "id": rid,
             "object": "response",
             "created_at": 0,
             "model": "o3",
-            "status": "completed",
+            "status": status,
+            "incomplete_details": {"reason": why} if why else None,
             "service_tier": tier,
             "output": [
                 {
@@ -58,7 +61,9 @@ def make_response(text: str, *, tier: str | None = "flex", rid: str = "resp_1") 
     )
 
 
-def make_completion(content: str | None, *, refusal: str | None = None, tier: str | None = "flex") -> ChatCompletion:
+def make_completion(
+    content: str | None, *, refusal: str | None = None, tier: str | None = "flex", finish: str = "stop"
+) -> ChatCompletion:
     return ChatCompletion.model_validate(
         {
             "id": "chatcmpl_1",
@@ -69,7 +74,7 @@ def make_completion(content: str | None, *, refusal: str | None = None, tier: st
             "choices": [
                 {
                     "index": 0,
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                     "message": {"role": "assistant", "content": content, "refusal": refusal},
                 }
             ],
@@ -290,6 +295,30 @@ def test_read_chat_refusal_carries_usage_and_tier():
         builder.read_chat(make_completion(None, refusal="No.", tier="flex"))
     assert info.value.usage == Usage(input=30, output=6)
     assert info.value.service_tier == "flex"
+
+
+def test_an_answer_cut_short_at_the_output_bound_fails_the_item_billed_not_retryable():
+    """Inline mode recorded a truncated text as a success (background mode failed it): both now fail
+    it the same way, billed, with what to do, and never record the truncated text."""
+    builder = CallBuilder(RequestSpec(model="o3"))
+    cut = make_response("Summary: the invoice is wr", status="incomplete", why="max_output_tokens")
+    with pytest.raises(OutputValidationError) as info:
+        builder.read_response(cut)
+    message = str(info.value)
+    assert message.startswith("the answer was cut short (incomplete: max_output_tokens): raise max_output_tokens")
+    assert "redo_failed='all'" in message and "invoice" not in message
+    assert info.value.usage == Usage(input=100, cached=40, output=20, reasoning=8)
+    assert info.value.service_tier == "flex" and info.value.model == "o3"
+    assert classify(info.value) is Verdict.ITEM_FAILED  # the same bound would cut it again
+
+
+def test_a_chat_answer_cut_short_by_length_fails_the_item():
+    builder = CallBuilder(RequestSpec(model="o3", api="chat"))
+    with pytest.raises(
+        OutputValidationError, match=r"cut short \(finish_reason: length\): raise max_completion_tokens"
+    ):
+        builder.read_chat(make_completion("Bonjour, je", finish="length"))
+    assert builder.read_chat(make_completion("Bonjour")).output == "Bonjour"  # "stop" is a whole answer
 
 
 # -- send -------------------------------------------------------------------------------------
