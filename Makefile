@@ -42,7 +42,7 @@ lint: install
 # Unit, emulator-backed integration, and end-to-end tests with a real Airflow (scheduler + triggerer).
 # (Browser tests are apart: `make test-ui`.)
 test: install lint
-	$(PY) -m pytest -q -m "not distributed and not ui" -p no:cacheprovider
+	$(PY) -m pytest -q -m "not distributed and not ui" -p no:cacheprovider --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -m "not e2e and not distributed and not ui" -p no:cacheprovider
