@@ -488,8 +488,13 @@ class FlexLLMOperator(BaseOperator):
         else:
             advice += "the failed items are sent again; successes are kept and not paid for twice."
         return (
-            f"{summary['failed']} of {summary['total']} item(s) failed, more than max_failed={self.max_failed}. "
-            f"Failures by reason: {reasons}. {advice} All results, failures included, are at {work_uri}."
+            f"{summary['failed']} of {summary['total']} item(s) failed, more than max_failed={self.max_failed}"
+            + (
+                f" of the whole run, in shard {self.shard[0]} of {self.shard[1]} alone. "
+                if self.shard is not None
+                else ". "
+            )
+            + f"Failures by reason: {reasons}. {advice} All results, failures included, are at {work_uri}."
         )
 
     def _over_budget(self, summary: RunSummary, work_uri: str) -> str:

@@ -321,3 +321,55 @@ def test_dag_test_of_three_shards_gives_one_merged_manifest(airflow_db, emu, tmp
     assert emu.stats()["requests"] == requests
     again = json.loads((folder / MANIFEST_NAME).read_text())
     assert again["succeeded"] == 31 and again["requests"] == requests
+
+
+# -- verdicts: max_failed over the whole run -------------------------------------------------------
+def write_shard(root: Path, k: int, n: int, **overrides: Any) -> str:
+    folder = root / "shards" / f"{k}-of-{n}"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest(**overrides)))
+    return folder.as_uri()
+
+
+def ctx(task_id: str = "t") -> dict[str, Any]:
+    from tests.fakes import FakeTI
+
+    return {"ti": FakeTI(task_id=task_id), "outlet_events": {}}
+
+
+@pytest.mark.parametrize(
+    ("max_failed", "shard_fails", "merge_fails"),
+    [(3, False, True), (1, True, True), (4, False, False), (0.5, False, False), (0.3, False, True)],
+)
+def test_a_shard_fails_only_over_the_whole_allowance_and_the_merge_judges_the_sum(
+    tmp_path: Path, max_failed: Any, shard_fails: bool, merge_fails: bool
+) -> None:
+    """Two shards of 4 items each, 2 failed in each: 4 of 8 failed in all."""
+    from airflow.sdk.exceptions import AirflowException
+
+    failures = [{**manifest()["failures"][0], "count": 2}]
+    uris = [write_shard(tmp_path, k, 2, total=4, succeeded=2, failed=2, failures=failures) for k in range(2)]
+    shard = FlexLLMOperator(
+        task_id="s", items=["x"], output_path=tmp_path.as_uri(), shard=0, shards=2, max_failed=max_failed, **COMMON
+    )
+    event = {"status": "success", "work_uri": uris[0]}
+    context = ctx()
+    if shard_fails:
+        with pytest.raises(
+            AirflowException,
+            match=r"2 of 4 item\(s\) failed, more than max_failed=1 of the whole run, in shard 0 of 2 alone",
+        ):
+            shard.execute_complete(context, event, input_total=8)
+    else:
+        assert shard.execute_complete(context, event, input_total=8)["failed"] == 2
+    assert "flex_run_summary" not in context["ti"].pushed  # the merge pushes the whole run's
+
+    merge = FlexShardMergeOperator(task_id="m", output_path=tmp_path.as_uri(), shards=2, max_failed=max_failed)
+    context = ctx()
+    if merge_fails:
+        with pytest.raises(AirflowException, match=r"4 of 8 item\(s\) failed over 2 shards, more than max_failed"):
+            merge.execute(context)
+    else:
+        assert merge.execute(context)["failed"] == 4
+    assert context["ti"].pushed["flex_run_summary"]["failed"] == 4  # pushed before the verdict: it was paid
+    assert context["ti"].pushed["flex_results_uri"] == tmp_path.as_uri()
