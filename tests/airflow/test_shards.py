@@ -373,3 +373,29 @@ def test_a_shard_fails_only_over_the_whole_allowance_and_the_merge_judges_the_su
         assert merge.execute(context)["failed"] == 4
     assert context["ti"].pushed["flex_run_summary"]["failed"] == 4  # pushed before the verdict: it was paid
     assert context["ti"].pushed["flex_results_uri"] == tmp_path.as_uri()
+
+
+def test_the_operator_refuses_a_folder_of_another_layout_before_sending(emu, tmp_path: Path) -> None:
+    write_shard(tmp_path, 0, 2)
+    context = {**ctx(), "ds": "2026-01-01", "run_id": "r1", "params": {}}
+    unsharded = FlexLLMOperator(task_id="t", items=["a"], output_path=tmp_path.as_uri(), **COMMON)
+    with pytest.raises(FlexInputError, match=r"holds the results of a sharded run \(shards=\[2\]\)"):
+        unsharded.build_job(context)
+    other_count = FlexLLMOperator(task_id="t", items=["a"], output_path=tmp_path.as_uri(), shard=0, shards=3, **COMMON)
+    with pytest.raises(FlexInputError, match=r"shards=2; shards=3 would not read them"):
+        other_count.build_job(context)
+    same = FlexLLMOperator(
+        task_id="t", items=["a", "b", "c"], output_path=tmp_path.as_uri(), shard=1, shards=2, **COMMON
+    )
+    built = same.build_job(context)
+    assert built.work_uri == f"{tmp_path.as_uri()}/shards/1-of-2" and built.shard == (1, 2)
+    assert built.total == 1 and built.input_total == 3
+    assert emu.stats()["requests"] == 0
+
+
+def test_the_whole_run_budget_is_split_between_shards(tmp_path: Path) -> None:
+    context = {**ctx(), "ds": "2026-01-01", "run_id": "r1", "params": {}}
+    op = FlexLLMOperator(
+        task_id="t", items=["a"], output_path=tmp_path.as_uri(), shard=0, shards=4, max_cost_usd="2.0", **COMMON
+    )
+    assert op.build_job(context).options.max_cost_usd == 0.5
