@@ -37,7 +37,9 @@ from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.metrics import RunMetrics, tags_for
 from flex_provider.utils.storage import storage_path
 
-JOB_FORMAT = 2  # 1: release 0.1 (request + prompt_template side by side); 2: spec holds the template
+# 1: release 0.1 (request + prompt_template side by side); 2: spec holds the template;
+# 3: ``shard`` ([k, n]: this job sends the items at input positions p with p % n == k)
+JOB_FORMAT = 3
 INLINE_ITEMS_MAX_BYTES = 32 * 1024  # larger item lists are staged to storage before deferring
 STAGED_INPUT_NAME = "_input/items.jsonl"
 
@@ -58,6 +60,11 @@ class FlexJob:
     input_label: str = "items"  # how errors name the input ("items", "input_path", "input")
     template_context: dict[str, Any] = field(default_factory=dict)  # ds, params... for prompt_template
     total: int | None = None
+    # [k, n]: one shard of n (see flex_provider.shards); None: every item. The whole input is still read
+    # (ids, and the ``-2`` suffixes of repeated content, depend on every earlier item), 1 in n is sent.
+    shard: tuple[int, int] | None = None
+    # The whole input's item count (all shards'), known after validate_input; not carried by the payload.
+    input_total: int | None = field(default=None, compare=False, repr=False)
 
     # -- travelling -------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
@@ -74,6 +81,7 @@ class FlexJob:
             "input_label": self.input_label,
             "template_context": self.template_context,
             "total": self.total,
+            "shard": list(self.shard) if self.shard is not None else None,
         }
 
     @classmethod
@@ -94,6 +102,7 @@ class FlexJob:
             input_label=data.get("input_label") or "items",
             template_context=dict(data.get("template_context") or {}),
             total=data.get("total"),
+            shard=shard_from(data.get("shard")),  # formats 1 and 2 have none: every item
         )
 
     # -- input --------------------------------------------------------------------------------
@@ -101,9 +110,19 @@ class FlexJob:
         return ResultStore(storage_path(self.work_uri), session=session)
 
     def iter_items(self) -> Iterator[WorkItem]:
-        """Items as the engine wants them, each with an id of its own (see ``engine.items``).
-        Blocking (storage reads): the engine pulls in a thread. ``validate_input`` runs the very
-        same iteration before deferral, so both see the same ids and the same errors."""
+        """Items as the engine wants them, each with an id of its own (see ``engine.items``): all of
+        them, or a shard's (input position p with p % n == k). Blocking (storage reads): the engine
+        pulls in a thread. ``validate_input`` runs the very same iteration before deferral, so both
+        see the same ids and the same errors."""
+        if self.shard is None:
+            yield from self._iter_all()
+            return
+        k, n = self.shard
+        for position, item in enumerate(self._iter_all()):
+            if position % n == k:
+                yield item
+
+    def _iter_all(self) -> Iterator[WorkItem]:
         builder = PromptBuilder(self.spec.prompt_template, self.template_context)
         if self.items is not None:
             yield from iter_work_items(enumerate(self.items), builder, self._label_list())
@@ -129,11 +148,16 @@ class FlexJob:
     def validate_input(self) -> int:
         """Read every item once before deferring: bad JSON, bad item types, unsendable text,
         duplicate ids and template errors fail the task now, with the line or index, not hours
-        later in the triggerer. Returns the count."""
-        seen = 0
-        for _ in self.iter_items():
+        later in the triggerer. A shard validates the whole input too (an id repeated across shards is
+        an error like any other). Returns the count of this job's items (a shard's share); the whole
+        input's is left in ``input_total``."""
+        seen = mine = 0
+        k, n = self.shard or (0, 1)
+        for _ in self._iter_all():
+            mine += seen % n == k
             seen += 1
-        return seen
+        self.input_total = seen
+        return mine
 
     def stage_items(self) -> str | None:
         """Write a large inline item list to storage so the trigger carries a URI, not the items
@@ -147,6 +171,20 @@ class FlexJob:
                 handle.write(json.dumps(raw, ensure_ascii=False, default=str) + "\n")
         self.items, self.input_uri = None, str(staged)
         return self.input_uri
+
+
+def shard_from(value: Any) -> tuple[int, int] | None:
+    """A payload's ``shard`` ([k, n]) checked: a job that sent the wrong items would be paid twice."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 0 <= value[0] < value[1]
+    ):
+        return int(value[0]), int(value[1])
+    raise FlexInputError(f"shard: expected [k, n] with 0 <= k < n, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.job import FlexEvent, FlexJob, cancel_outstanding_blocking, json_size, run_job
 from flex_provider.links import RESULTS_XCOM_KEY, FlexResultsLink
 from flex_provider.plugins.run_summary import RUN_SUMMARY_XCOM_KEY, build_run_summary
+from flex_provider.shards import check_layout, check_shard, shard_uri
 from flex_provider.site_prices import prices_for_run
 from flex_provider.triggers.flex import FlexTrigger
 from flex_provider.utils.storage import (
@@ -109,6 +110,14 @@ def allowed_failures(max_failed: int | float, total: int) -> int:
     return int(max_failed * total) if isinstance(max_failed, float) else int(max_failed)
 
 
+def _share_of(cap: Any, shards: int) -> Any:
+    """A shard's share of a whole-run rate cap (anything but a positive number is left for
+    RunOptions to name as wrong, as given)."""
+    if shards > 1 and isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0:
+        return cap / shards
+    return cap
+
+
 class FlexLLMOperator(BaseOperator):
     """Send one prompt, a list of items or a JSON Lines file through OpenAI with ``service_tier="flex"``.
 
@@ -161,6 +170,13 @@ class FlexLLMOperator(BaseOperator):
         duration from the task's start (seconds, or a timedelta). Items stay on flex while the rest
         still fits; just enough of the last ones go to ``fallback_tier`` to finish on time. Resolved
         to an absolute time before deferral.
+    :param shard: this task's shard, 0 to ``shards - 1``, with ``shards``: the task sends only the
+        items at input positions p with p % shards == shard, into ``<output_path>/shards/<shard>-of-<shards>/``.
+        Set by :func:`~flex_provider.operators.sharded.flex_sharded` (``expand(shard=...)``), which
+        also merges the shards' results; not meant to be set by hand.
+    :param shards: how many shards the run is split into (see ``shard``). ``max_cost_usd``,
+        ``max_requests_per_minute`` and ``max_tokens_per_minute`` are the whole run's: each shard
+        gets its share; ``max_concurrency`` is per shard (per trigger).
     :param deferrable: run the requests in the triggerer (True) or in the worker (False); default:
         ``[operators] default_deferrable`` (which Airflow ships as False: set it to True, or pass
         ``deferrable=True``, to free worker slots while flex is slow).
@@ -217,9 +233,21 @@ class FlexLLMOperator(BaseOperator):
         xcom_max_bytes: int = DEFAULT_XCOM_MAX_BYTES,
         conn_id: str = FlexHook.default_conn_name,
         deferrable: bool | None = None,
+        shard: int | None = None,
+        shards: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # (k, n) of a shard task; None: the whole input (see flex_provider.shards).
+        self.shard: tuple[int, int] | None = (
+            check_shard(shard, shards) if shard is not None or shards is not None else None
+        )
+        if self.shard is not None and (output_path is None or input is not None):
+            raise FlexInputError(
+                "shards: a sharded run needs output_path (its shards' results are merged there) and items or "
+                "input_path (one input prompt cannot be split)"
+            )
+        share = self.shard[1] if self.shard is not None else 1  # the whole run's rate caps, split
         given = [
             name
             for name, value in (("input", input), ("items", items), ("input_path", input_path))
@@ -278,8 +306,8 @@ class FlexLLMOperator(BaseOperator):
             # XCom mode: the engine stops sending once the finished records could not fit anyway.
             max_result_bytes=xcom_max_bytes if output_path is None else None,
             redo_failed=redo_failed,  # type: ignore[arg-type]
-            max_requests_per_minute=max_requests_per_minute,
-            max_tokens_per_minute=max_tokens_per_minute,
+            max_requests_per_minute=_share_of(max_requests_per_minute, share),
+            max_tokens_per_minute=_share_of(max_tokens_per_minute, share),
             rate_limit_window_s=rate_limit_window_s,
         )
         if submit_mode == "background" and api != "responses":
@@ -329,7 +357,8 @@ class FlexLLMOperator(BaseOperator):
 
     def _work_uri(self, context: Context) -> str:
         if self.output_path is not None:
-            return to_uri(self.output_path, "output_path")
+            root = to_uri(self.output_path, "output_path")
+            return shard_uri(root, *self.shard) if self.shard is not None else root
         ti = context["ti"]
         root = to_uri(self.checkpoint_root, "checkpoint_root") if self.checkpoint_root else default_checkpoint_root()
         return task_checkpoint_uri(root, ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
@@ -341,14 +370,20 @@ class FlexLLMOperator(BaseOperator):
             kind = path_kind(checked_path(work_uri, "output_path"), "output_path")
             if kind in ("file", "other"):
                 raise FlexInputError(f"output_path: {work_uri} is a file; expected a folder")
+            # One layout per folder: unsharded, or one shard count (the other's results would not be read).
+            root_uri = to_uri(self.output_path, "output_path")
+            check_layout(checked_path(root_uri, "output_path"), self.shard[1] if self.shard else None, root_uri)
         spec = self._request_spec()
         # The site-wide price table is read now, at run time (never at parse time), and travels in the
         # job: the trigger itself never reads a Variable. The budget and the deadline are rendered by
         # now; the deadline is made absolute (a duration counts from the task's start).
+        max_cost_usd = budget_from(self.max_cost_usd)
+        if max_cost_usd is not None and self.shard is not None:  # the whole run's cap: each shard its share
+            max_cost_usd /= self.shard[1]
         options = dataclasses.replace(
             self.run_options,
             prices=prices_for_run(self.run_options.prices),
-            max_cost_usd=budget_from(self.max_cost_usd),
+            max_cost_usd=max_cost_usd,
             deadline_at=deadline_from(self.deadline, self._started(context)),
         )
         if options.max_cost_usd is not None:
@@ -360,6 +395,7 @@ class FlexLLMOperator(BaseOperator):
             work_uri=work_uri,
             output_uri=work_uri if self.output_path is not None else None,
             template_context=self._template_context(context),
+            shard=self.shard,
         )
         if self.input is not None:
             if not isinstance(self.input, str) or not self.input.strip():
@@ -402,23 +438,28 @@ class FlexLLMOperator(BaseOperator):
         # Where the results are (output_path, or the checkpoint folder): the "Flex results" link.
         context["ti"].xcom_push(key=RESULTS_XCOM_KEY, value=job.work_uri)
         self.log.info(
-            "flex task: %d item(s), model=%s, tier=%s, api=%s, concurrency=%d, results at %s",
+            "flex task: %d item(s)%s, model=%s, tier=%s, api=%s, concurrency=%d, results at %s",
             job.total,
+            f" (shard {self.shard[0]} of {self.shard[1]}: 1 in {self.shard[1]} of {job.input_total})"
+            if self.shard is not None
+            else "",
             self.model,
             self.service_tier,
             self.api,
             self.run_options.max_concurrency,
             job.work_uri,
         )
+        # A shard judges its failures against the whole run's allowance: it needs the whole input's count.
+        resume = {"input_total": job.input_total} if self.shard is not None else None
         if self.deferrable:
-            self.defer(trigger=FlexTrigger(job.to_payload()), method_name="execute_complete")
+            self.defer(trigger=FlexTrigger(job.to_payload()), method_name="execute_complete", kwargs=resume)
         # In the worker: the very same run, and on_kill can cancel its background responses.
         self._running: tuple[FlexJob, ClientSettings] | None = (job, settings)
         try:
             event = asyncio.run(run_job(job, self.log, settings=settings))
         finally:
             self._running = None
-        return self.execute_complete(context, event.to_payload())
+        return self.execute_complete(context, event.to_payload(), **(resume or {}))
 
     def on_kill(self) -> None:
         """The task was killed while running in the worker (``deferrable=False``): cancel background
@@ -447,8 +488,13 @@ class FlexLLMOperator(BaseOperator):
         else:
             advice += "the failed items are sent again; successes are kept and not paid for twice."
         return (
-            f"{summary['failed']} of {summary['total']} item(s) failed, more than max_failed={self.max_failed}. "
-            f"Failures by reason: {reasons}. {advice} All results, failures included, are at {work_uri}."
+            f"{summary['failed']} of {summary['total']} item(s) failed, more than max_failed={self.max_failed}"
+            + (
+                f" of the whole run, in shard {self.shard[0]} of {self.shard[1]} alone. "
+                if self.shard is not None
+                else ". "
+            )
+            + f"Failures by reason: {reasons}. {advice} All results, failures included, are at {work_uri}."
         )
 
     def _over_budget(self, summary: RunSummary, work_uri: str) -> str:
@@ -467,7 +513,8 @@ class FlexLLMOperator(BaseOperator):
             "sent. Or set on_budget_exhausted='succeed' to accept partial results."
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any], input_total: int | None = None) -> Any:
+        """``input_total``: a shard's whole input (every shard's items), for ``max_failed``."""
         result = FlexEvent.from_payload(event)
         work_uri = result.work_uri
         if result.status != "success":
@@ -488,8 +535,14 @@ class FlexLLMOperator(BaseOperator):
             self.log.warning("flex summary: %s", line)
         # The Flex savings page lists runs from this compact copy (counts, cost, tiers; no failures
         # beyond their counts by kind); pushed before any max_failed verdict: a failed run was paid too.
-        context["ti"].xcom_push(key=RUN_SUMMARY_XCOM_KEY, value=build_run_summary(summary))
+        # A shard's is not: the merge step pushes the whole run's (the page would count it twice).
+        if self.shard is None:
+            context["ti"].xcom_push(key=RUN_SUMMARY_XCOM_KEY, value=build_run_summary(summary))
         total, failed = summary["total"], summary["failed"]
+        if self.shard is not None:
+            # Failing here (and so retrying, which sends retryable failures again) only when this shard's
+            # failures alone are over the whole run's allowance; the merge step judges the sum exactly.
+            total = input_total if isinstance(input_total, int) else total
         if self.outlets:  # a downstream DAG scheduled on the asset learns where the results are
             extra = asset_extra(summary)
             for outlet in self.outlets:
