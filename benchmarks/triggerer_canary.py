@@ -61,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 
 PERIOD_S = 0.1  # the watchdog's tick
 START_WINDOW_S = 3.0  # "the moment the trigger starts": the first seconds of the flex trigger
+BASELINE_S = 10.0  # C=0: the canary alone for this long (the machine's own noise)
 API_KEY = "sk-canary-not-a-real-key"
 CONN_ID = "flex_canary"
 MODEL = "gpt-5-mini"
@@ -205,7 +206,11 @@ async def _child_main(payload: dict[str, Any], warmup_s: float) -> dict[str, Any
     await asyncio.sleep(warmup_s)
     started = time.time()
     cpu0 = time.process_time()
-    events = [event async for event in FlexTrigger(payload).run()]
+    if payload is None:  # C=0: the canary alone
+        await asyncio.sleep(BASELINE_S)
+        events = [TriggerEvent({"status": "success", "succeeded": 0})]
+    else:
+        events = [event async for event in FlexTrigger(payload).run()]
     ended = time.time()
     cpu = time.process_time() - cpu0
     await asyncio.sleep(0.3)
@@ -257,14 +262,16 @@ def measure_inprocess(base_url: str, concurrency: int, n: int, args: argparse.Na
     case.mkdir()
     write_items(case / "items.jsonl", n)
     spec = {
-        "payload": job_payload(case / "out", case / "items.jsonl", concurrency),
+        "payload": job_payload(case / "out", case / "items.jsonl", concurrency) if concurrency else None,
         "warmup_s": 1.0,
         "result_path": str(case / "result.json"),
     }
     (case / "spec.json").write_text(json.dumps(spec))
     env = {
         **os.environ,
-        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps({"conn_type": "openai_flex", "password": API_KEY, "host": base_url}),
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(
+            {"conn_type": "openai_flex", "password": API_KEY, "host": base_url}
+        ),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "FLEX_PROVIDER_ENGINE_THREAD": args.engine_thread,
         "FLEX_PROVIDER_GC_FREEZE": args.gc_freeze,
@@ -361,15 +368,17 @@ def measure_airflow(base_url: str, cases: list[tuple[int, int]], args: argparse.
 
     data = tmp / "data"
     dags = tmp / "dags"
-    data.mkdir()
-    dags.mkdir()
-    for c, n in cases:
+    data.mkdir(parents=True)
+    dags.mkdir(parents=True)
+    flex_cases = [(c, n) for c, n in cases if c > 0]
+    for c, n in flex_cases:
         write_items(data / f"items-c{c}.jsonl", n)
     (dags / "flex_canary_dags.py").write_text(
-        DAGS_SOURCE.format(cs=",".join(str(c) for c, _ in cases), canary=CANARY_DAG, cases=cases, conn=CONN_ID, model=MODEL)
+        DAGS_SOURCE.format(
+            cs=",".join(str(c) for c, _ in flex_cases), canary=CANARY_DAG, cases=flex_cases, conn=CONN_ID, model=MODEL
+        )
     )
     env = {
-        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps({"conn_type": "openai_flex", "password": API_KEY, "host": base_url}),
         "FLEX_CANARY_DATA": str(data),
         "FLEX_PROVIDER_ENGINE_THREAD": args.engine_thread,
         "FLEX_PROVIDER_GC_FREEZE": args.gc_freeze,
@@ -380,8 +389,21 @@ def measure_airflow(base_url: str, cases: list[tuple[int, int]], args: argparse.
     rows = []
     cluster = AirflowCluster(home=tmp / "home", dags_folder=dags, env=env, parallelism=4)
     try:
-        cluster.start(wait_for_dags=[CANARY_DAG, *(f"flex_canary_c{c}" for c, _ in cases)])
-        for dag_id in [CANARY_DAG, *(f"flex_canary_c{c}" for c, _ in cases)]:
+        cluster.start(wait_for_dags=[CANARY_DAG, *(f"flex_canary_c{c}" for c, _ in flex_cases)])
+        # In the metadata DB, not an AIRFLOW_CONN_* variable: the triggerer then reads it through its
+        # supervisor, from the flex loop thread (Airflow bridges that call to its own loop).
+        cluster.cli(
+            "connections",
+            "add",
+            CONN_ID,
+            "--conn-type",
+            "openai_flex",
+            "--conn-password",
+            API_KEY,
+            "--conn-host",
+            base_url,
+        )
+        for dag_id in [CANARY_DAG, *(f"flex_canary_c{c}" for c, _ in flex_cases)]:
             cluster.unpause(dag_id)
         triggerer_log = cluster.triggerer(0).log_path
         for c, n in cases:
@@ -396,8 +418,13 @@ def measure_airflow(base_url: str, cases: list[tuple[int, int]], args: argparse.
             time.sleep(2.0)  # a quiet baseline before the flex trigger arrives
             log_offset = triggerer_log.stat().st_size
             busy0, t0 = machine_busy_s(), time.monotonic()
-            flex_run = cluster.trigger_dag(f"flex_canary_c{c}")
-            state = cluster.wait_for_run(f"flex_canary_c{c}", flex_run, timeout=args.run_timeout)
+            if c == 0:  # the canary alone: the noise floor of this machine and triggerer
+                start = time.time()
+                time.sleep(BASELINE_S)
+                end, state = time.time(), "success"
+            else:
+                flex_run = cluster.trigger_dag(f"flex_canary_c{c}")
+                state = cluster.wait_for_run(f"flex_canary_c{c}", flex_run, timeout=args.run_timeout)
             wall = time.monotonic() - t0
             other_cpu = (machine_busy_s() - busy0) / wall  # includes Airflow's own processes here
             (data / f"canary-{safe}.stop").write_text("stop")
@@ -405,19 +432,20 @@ def measure_airflow(base_url: str, cases: list[tuple[int, int]], args: argparse.
                 raise RuntimeError(f"flex run C={c} ended {state}:\n{cluster.diagnostics()}")
             cluster.wait_for_run(CANARY_DAG, canary_run, timeout=60)
             samples = [tuple(s) for s in json.loads((data / f"canary-{safe}.json").read_text())]
-            start, end = flex_trigger_window(cluster, f"flex_canary_c{c}", flex_run)
+            if c > 0:
+                start, end = flex_trigger_window(cluster, f"flex_canary_c{c}", flex_run)
             with triggerer_log.open("rb") as handle:
                 handle.seek(log_offset)
                 warnings = triggerer_warnings(handle.read().decode("utf-8", "replace"))
-            summary = cluster.xcom(f"flex_canary_c{c}", flex_run, "enrich")
-            if summary["succeeded"] != n:
+            summary = cluster.xcom(f"flex_canary_c{c}", flex_run, "enrich") if c > 0 else {"succeeded": 0}
+            if summary["succeeded"] != (n if c > 0 else 0):
                 raise RuntimeError(f"flex run C={c}: {summary['succeeded']} of {n} succeeded")
             rows.append(
                 {
                     "mode": "airflow",
                     "c": c,
-                    "n": n,
-                    "items_per_s": n / (end - start),
+                    "n": n if c > 0 else 0,
+                    "items_per_s": (n if c > 0 else 0) / (end - start),
                     "duration_s": end - start,
                     "warnings": len(warnings),
                     "worst_warning_s": max(warnings, default=0.0),
@@ -474,7 +502,11 @@ def row_text(row: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("inprocess", "airflow", "both"), default="inprocess")
-    parser.add_argument("--concurrency", default="20,50,200", help="comma-separated C values")
+    parser.add_argument(
+        "--concurrency",
+        default="0,20,50,200",
+        help=f"comma-separated C values; 0 = the canary alone for {BASELINE_S:.0f} s",
+    )
     parser.add_argument("--n", type=int, default=None, help="items per run (default 15 x C: ~7.5 s at L=0.5)")
     parser.add_argument("--latency", type=float, default=0.5, help="emulator latency L (s)")
     parser.add_argument("--threshold", type=float, default=0.15, help="watchdog warning threshold (s)")
@@ -492,20 +524,28 @@ def main(argv: list[str] | None = None) -> int:
     from _common import machine_line, run_emulator
 
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
-    cases = [(c, args.n or 15 * c) for c in concurrencies]
+    cases = [(c, (args.n or 15 * c) if c > 0 else 0) for c in concurrencies]
     modes = ("inprocess", "airflow") if args.mode == "both" else (args.mode,)
-    print(f"# {machine_line()}; L={args.latency} s, watchdog threshold {args.threshold} s, "
-          f"FLEX_PROVIDER_ENGINE_THREAD={args.engine_thread}, FLEX_PROVIDER_GC_FREEZE={args.gc_freeze}", flush=True)
+    print(
+        f"# {machine_line()}; L={args.latency} s, watchdog threshold {args.threshold} s, "
+        f"FLEX_PROVIDER_ENGINE_THREAD={args.engine_thread}, FLEX_PROVIDER_GC_FREEZE={args.gc_freeze}",
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="flex-canary-") as tmp_name, run_emulator(
-        args.latency, extra=["--api-key", API_KEY]
-    ) as emu:
+    with (
+        tempfile.TemporaryDirectory(prefix="flex-canary-") as tmp_name,
+        run_emulator(args.latency, extra=["--api-key", API_KEY]) as emu,
+    ):
         tmp = Path(tmp_name)
         for repeat in range(args.repeat):
             if "inprocess" in modes:
                 for c, n in cases:
                     emu.reset()
-                    row = {**measure_inprocess(emu.base_url, c, n, args, tmp), "engine_thread": args.engine_thread, "gc_freeze": args.gc_freeze}
+                    row = {
+                        **measure_inprocess(emu.base_url, c, n, args, tmp),
+                        "engine_thread": args.engine_thread,
+                        "gc_freeze": args.gc_freeze,
+                    }
                     rows.append(row)
                     print(row_text(row), flush=True)
             if "airflow" in modes:
