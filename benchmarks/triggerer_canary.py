@@ -102,7 +102,11 @@ class CanaryTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        import gc
+
         canary = Canary(self.period)
+        gc_pauses = GcPauses()  # in the triggerer process: every collection, whichever thread
+        gc.callbacks.append(gc_pauses)
         started = Path(self.samples_path).with_suffix(".started")
         await asyncio.to_thread(started.write_text, str(time.time()))
         task = asyncio.create_task(canary.run())
@@ -111,7 +115,10 @@ class CanaryTrigger(BaseTrigger):
             await asyncio.sleep(0.5)
         canary.stopped = True
         await task
-        await asyncio.to_thread(Path(self.samples_path).write_text, json.dumps(canary.samples))
+        gc.callbacks.remove(gc_pauses)
+        heap = {"tracked": len(gc.get_objects()), "frozen": gc.get_freeze_count()}
+        result = {"samples": canary.samples, "gc": gc_pauses.pauses, "heap": heap}
+        await asyncio.to_thread(Path(self.samples_path).write_text, json.dumps(result))
         yield TriggerEvent({"ticks": len(canary.samples)})
 
 
@@ -431,9 +438,12 @@ def measure_airflow(base_url: str, cases: list[tuple[int, int]], args: argparse.
             if state != "success":
                 raise RuntimeError(f"flex run C={c} ended {state}:\n{cluster.diagnostics()}")
             cluster.wait_for_run(CANARY_DAG, canary_run, timeout=60)
-            samples = [tuple(s) for s in json.loads((data / f"canary-{safe}.json").read_text())]
+            canary = json.loads((data / f"canary-{safe}.json").read_text())
+            samples = [(s[0], s[1]) for s in canary["samples"]]
             if c > 0:
                 start, end = flex_trigger_window(cluster, f"flex_canary_c{c}", flex_run)
+            if args.diagnose:
+                diagnose({**canary, "start": start})
             with triggerer_log.open("rb") as handle:
                 handle.seek(log_offset)
                 warnings = triggerer_warnings(handle.read().decode("utf-8", "replace"))
@@ -513,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-thread", choices=("on", "off"), default="on")
     parser.add_argument("--gc-freeze", choices=("on", "off"), default="on")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--diagnose", action="store_true", help="in-process: the latest ticks and the GC pauses")
+    parser.add_argument("--diagnose", action="store_true", help="print the latest ticks and the GC pauses")
     parser.add_argument("--run-timeout", type=float, default=600.0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
