@@ -125,3 +125,29 @@ async def test_engine_thread_can_be_switched_off(airflow_db, emu, tmp_path: Path
     assert payload["status"] == "success" and payload["succeeded"] == 2
     starting = [e for e in logs if str(e["event"]).startswith("flex run starting")]
     assert starting and starting[0]["thread"] == threading.current_thread().name
+
+
+def test_first_sdk_load_freezes_the_heap() -> None:
+    """A full garbage collection walks every object of the triggerer process holding the GIL
+    (100-500 ms): the trigger freezes the heap around its first load of the SDK, so that later
+    collections leave Airflow's and the SDK's objects out. In a fresh interpreter, like a triggerer."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, airflow.triggers.base, flex_provider.triggers.flex as f; "
+        "assert gc.get_freeze_count() == 0; f._load_job_module(); "
+        "import openai; frozen = gc.get_freeze_count(); unfrozen = len(gc.get_objects()); "
+        "print(frozen, unfrozen); assert frozen > 100_000 and unfrozen < frozen / 10, (frozen, unfrozen)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_heap_freeze_can_be_switched_off(monkeypatch) -> None:
+    from flex_provider.triggers.flex import GC_FREEZE_ENV, freeze_heap
+
+    monkeypatch.setenv(GC_FREEZE_ENV, "off")
+    before = gc.get_freeze_count()
+    freeze_heap()
+    assert gc.get_freeze_count() == before
