@@ -8,25 +8,87 @@ cost; never prompts or outputs) go to the trigger log, shown in the task's log i
 Delivery is at-least-once: if the triggerer restarts, ``run()`` starts again and the engine skips
 every item whose result is already on storage.
 
+**A good neighbour.** One triggerer runs every deferred task of a deployment on one event loop; a
+flex run at full speed is CPU work between awaits (hundreds of answers parsed per second), which
+made every other trigger late (the triggerer's watchdog: "async thread was blocked"). So the run
+does not happen on the triggerer's loop: it runs on an event loop of its own in a thread of the
+triggerer process (:mod:`flex_provider.engine.loop_thread`, one thread for all flex runs of the
+process), from loading the SDK to the last checkpoint, and ``run()`` awaits it there. The two
+threads share the GIL, which CPython hands over every 5 ms, so other triggers wait milliseconds,
+not hundreds of them. Log lines still land in the task's trigger log (the trigger's context,
+where Airflow binds the ``trigger_id``, travels with the run), and cancelling ``run()`` cancels
+the run in its loop and waits for it to save its checkpoints. ``FLEX_PROVIDER_ENGINE_THREAD=off``
+(in the triggerer's environment) runs it on the triggerer's loop as before: a way back, and the
+"before" of ``benchmarks/triggerer_canary.py``.
+
 This module imports nothing heavy at the top: the triggerer imports trigger classes *on its event
 loop*, and importing the openai SDK takes about half a second, which would stall every other
-trigger. The engine, the SDK and the hook are loaded in a thread when ``run()`` starts.
+trigger. The engine, the SDK and the hook are loaded in the engine's thread when ``run()`` starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from flex_provider.engine.loop_thread import run_on_loop_thread
+
+T = TypeVar("T")
+
+ENGINE_THREAD_ENV = "FLEX_PROVIDER_ENGINE_THREAD"
+GC_FREEZE_ENV = "FLEX_PROVIDER_GC_FREEZE"
+_OFF = ("off", "0", "false", "no")
+
 
 def _load_job_module() -> ModuleType:
-    """Import ``flex_provider.job``: the engine, the hook and the openai SDK (blocking: call it in a thread)."""
-    return importlib.import_module("flex_provider.job")
+    """Import ``flex_provider.job``: the engine, the hook and the openai SDK (blocking: call it in a
+    thread); the first time, the heap is frozen before and after (:func:`freeze_heap`)."""
+    first = "flex_provider.job" not in sys.modules
+    if first:
+        freeze_heap()  # the import's collections then walk the new objects only, not all of Airflow's
+    module = importlib.import_module("flex_provider.job")
+    if first:
+        freeze_heap()
+    return module
+
+
+def freeze_heap() -> None:
+    """``gc.freeze()``, unless ``FLEX_PROVIDER_GC_FREEZE=off``; called around the first load of the SDK.
+
+    A full garbage collection walks every object of the process (Airflow, the SDK, every trigger)
+    while holding the GIL: a few hundred milliseconds in a triggerer, during which no thread runs,
+    the triggerer's loop included. A flex run allocates fast enough to cause one every few seconds,
+    whichever thread it runs in. Frozen objects (everything alive now: modules, classes, the
+    triggerer's state) are left out of every later collection, so these stay short. The price:
+    cyclic garbage among the objects frozen now is never reclaimed (freed by reference counting
+    only), a bounded, one-time amount."""
+    if os.environ.get(GC_FREEZE_ENV, "on").strip().lower() not in _OFF:
+        gc.freeze()
+
+
+def engine_thread_enabled() -> bool:
+    """Whether flex runs get a loop of their own (default) or share the triggerer's (``off``)."""
+    return os.environ.get(ENGINE_THREAD_ENV, "on").strip().lower() not in _OFF
+
+
+async def _off_the_triggerer_loop(work: Callable[[ModuleType], Awaitable[T]]) -> T:
+    """``work(flex_provider.job)`` on the flex loop thread (the module loaded there), or, with the
+    engine thread switched off, here (the module loaded in a worker thread)."""
+    if not engine_thread_enabled():
+        return await work(await asyncio.to_thread(_load_job_module))
+
+    async def there() -> T:
+        return await work(_load_job_module())  # blocks the flex loop only, and only the first time
+
+    return await run_on_loop_thread(there)
 
 
 class FlexTrigger(BaseTrigger):
@@ -41,9 +103,11 @@ class FlexTrigger(BaseTrigger):
         return ("flex_provider.triggers.flex.FlexTrigger", {"job": self.job})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        jobs = await asyncio.to_thread(_load_job_module)
-        event = await jobs.run_job(jobs.FlexJob.from_payload(self.job), self.log)
-        yield TriggerEvent(event.to_payload())
+        async def run_job(jobs: ModuleType) -> dict[str, Any]:
+            event = await jobs.run_job(jobs.FlexJob.from_payload(self.job), self.log)
+            return event.to_payload()  # type: ignore[no-any-return]
+
+        yield TriggerEvent(await _off_the_triggerer_loop(run_job))
 
     async def on_kill(self) -> None:
         """The user marked or cleared the task: cancel background responses still running on
@@ -51,7 +115,10 @@ class FlexTrigger(BaseTrigger):
         it also runs when the trigger merely moves to another triggerer.) By the time this runs,
         ``run()`` has been cancelled; every response id was checkpointed before being waited on,
         so storage knows all of them."""
-        jobs = await asyncio.to_thread(_load_job_module)
-        cancelled, outstanding = await jobs.cancel_outstanding(jobs.FlexJob.from_payload(self.job))
+
+        async def cancel(jobs: ModuleType) -> tuple[int, int]:
+            return await jobs.cancel_outstanding(jobs.FlexJob.from_payload(self.job))  # type: ignore[no-any-return]
+
+        cancelled, outstanding = await _off_the_triggerer_loop(cancel)
         if outstanding:
             self.log.info("flex on_kill: cancelled %d of %d outstanding background response(s)", cancelled, outstanding)
