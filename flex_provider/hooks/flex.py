@@ -7,9 +7,10 @@ Connection fields: password = API key, host = base URL (empty for api.openai.com
 the openai SDK itself would.
 
 The HTTP transport is aiohttp by default (:mod:`flex_provider.hooks.aiohttp_transport`): through the same
-SDK it sends about twice as many requests per second as the SDK's default httpx2 transport for half
-the CPU per request (httpcore2's pool scans every idle connection on each request start and end; see
-benchmarks/throughput.py). ``transport: "httpx"`` in the connection's extras goes back to httpx2.
+SDK it costs about half the CPU per request of the SDK's default httpx2 transport (httpcore2's pool
+scans every idle connection on each request start and end), so a CPU-bound triggerer sends up to
+~1.8x as many requests per second (benchmarks/throughput.py, docs/notes/transport.md).
+``transport: "httpx"`` in the connection's extras goes back to httpx2.
 
 The SDK's own retries are switched off (``max_retries=0``): with flex timeouts of 900 s its default
 two retries could hold one call for 45 minutes, and tenacity in the engine owns the retry loop.
