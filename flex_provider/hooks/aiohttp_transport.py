@@ -20,9 +20,8 @@ its first ``await``, so a cancellation during the close cannot leave an "Unclose
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx2
@@ -56,15 +55,12 @@ def aiohttp_error(exc: BaseException) -> httpx2.TransportError | None:
     return None
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        mapped = aiohttp_error(exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
+def _reraise(exc: Exception) -> NoReturn:
+    """Raise ``exc`` as its httpx2 error (from it), or as is when it is no transport fault."""
+    mapped = aiohttp_error(exc)
+    if mapped is None:
+        raise exc
+    raise mapped from exc
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -74,9 +70,11 @@ class _Body(httpx2.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors():
+        try:
             async for chunk in self._response.content.iter_chunked(_CHUNK):
                 yield chunk
+        except Exception as exc:
+            _reraise(exc)
 
     async def aclose(self) -> None:
         self._response.release()
@@ -143,7 +141,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         except httpx2.RequestNotRead:
             data = request.stream  # a streamed upload (the engine sends none)
             request.headers.pop("transfer-encoding", None)  # aiohttp writes its own
-        with _mapped_errors():
+        try:  # (a try block, not a context manager: this runs for every request)
             response = await self._session.request(
                 request.method,
                 str(request.url),
@@ -157,6 +155,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 proxy_auth=self._proxy_auth,
                 proxy_headers=self._proxy_headers,
             )
+        except Exception as exc:
+            _reraise(exc)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
