@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx2
 import openai
 import pytest
 
@@ -181,3 +182,29 @@ async def test_the_aiohttp_pool_is_sized_to_max_connections_and_keeps_the_timeou
         assert transport.session.timeout.total is None  # aiohttp's default 300 s would cut flex answers
         (timeout,) = transport._timeouts.values()
         assert (timeout.sock_connect, timeout.sock_read, timeout.connect, timeout.total) == (10.0, 123.0, 123.0, None)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_http_proxy_from_the_environment_is_used(monkeypatch, transport) -> None:
+    request_lines: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_lines.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        body = b'{"object": "list", "data": []}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    async with server:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        settings = ClientSettings(API_KEY, "http://api.example.invalid/v1", transport=transport)
+        async with FlexHook.build_client(settings, max_connections=2) as client:
+            proxied = client._client._transport_for_url(httpx2.URL("http://api.example.invalid/v1/models"))
+            assert isinstance(proxied, AiohttpTransport) == (transport == "aiohttp")  # not httpcore2 behind it
+            assert (await client.models.list()).data == []
+    assert request_lines == [b"GET http://api.example.invalid/v1/models HTTP/1.1"]
