@@ -73,7 +73,7 @@ def test_throughput_every_phase() -> None:
     ]
     out = run_script(
         "throughput.py",
-        *("--n", "200", "--concurrency", "20", "--latency", "0.05", "--repeat", "1"),
+        *("--n", "100", "--concurrency", "20", "--latency", "0.05", "--repeat", "1"),
         *("--phases", ",".join(phases), "--shards", "2", "--phase-timeout", "60"),
     )
     assert "ideal rate C/L = 400 items/s" in out and "FlexHook default transport: aiohttp" in out
@@ -84,7 +84,7 @@ def test_throughput_every_phase() -> None:
     assert re.search(r"^quietest run: 1 of 1", out, re.M), out[-3000:]
     rows = readme_rows(out, "README rows:")
     assert [row.split(" | ")[5] for row in rows] == phases, rows
-    assert all(" | 200 | 20 | 0.05 | no | " in row for row in rows), rows
+    assert all(" | 100 | 20 | 0.05 | no | " in row for row in rows), rows
 
 
 def test_memory_job_path() -> None:
