@@ -23,6 +23,7 @@ __all__ = [
     "Verdict",
     "WaitTooLong",
     "classify",
+    "describe",
     "error_info",
     "redact",
 ]
@@ -153,13 +154,20 @@ def cause_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def describe(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """``Type: message`` of one exception, secrets removed (just ``Type`` when it has no message)."""
+    message = str(exc).strip()
+    return redact(f"{type(exc).__name__}: {message}", secrets) if message else type(exc).__name__
+
+
 def root_cause(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """``Type: message`` of the most specific cause under an SDK error. The SDK says only
-    "Connection error."; the cause (refused, unknown host, unsupported scheme) is what a person needs."""
+    "Connection error."; the cause (refused, unknown host, unsupported scheme) is what a person needs.
+    Under httpx2 that is an OS error (``ConnectionRefusedError: [Errno 111] Connect call failed``);
+    under aiohttp, the same OS error below aiohttp's ``ClientConnectorError``."""
     for candidate in reversed(cause_chain(exc)):
-        message = str(candidate).strip()
-        if message:
-            return redact(f"{type(candidate).__name__}: {message}", secrets)
+        if str(candidate).strip():
+            return describe(candidate, secrets)
     return type(exc).__name__
 
 

@@ -24,7 +24,14 @@ from typing import Any
 import httpx2
 import openai
 
-from flex_provider.engine.errors import FlexRunAborted, WaitTooLong, cause_chain, error_info, root_cause
+from flex_provider.engine.errors import (
+    FlexRunAborted,
+    WaitTooLong,
+    cause_chain,
+    describe,
+    error_info,
+    root_cause,
+)
 
 # Causes under an APIConnectionError that mean the request could not even be formed or sent:
 # retrying cannot help, whatever the server's health.
@@ -32,8 +39,11 @@ _UNSENDABLE = (httpx2.UnsupportedProtocol, httpx2.LocalProtocolError, httpx2.Inv
 _REQUEST_LEVEL_PARAMS = {"model", "service_tier"}
 
 
-def _unsendable(exc: BaseException) -> bool:
-    return any(isinstance(cause, _UNSENDABLE) for cause in cause_chain(exc))
+def _unsendable(exc: BaseException) -> BaseException | None:
+    """The cause that makes the request unsendable, or None. Named in the message rather than the
+    innermost cause: under the aiohttp transport that is aiohttp's own exception (``NonHttpUrlClientError:
+    ftp://host/v1/responses``), which says less than httpx2's ("unsupported protocol 'ftp://'")."""
+    return next((cause for cause in cause_chain(exc) if isinstance(cause, _UNSENDABLE)), None)
 
 
 def _refusal_key(exc: BaseException) -> tuple[int, str] | None:
@@ -75,9 +85,10 @@ class RunHealth:
 
     def on_connection_error(self, exc: BaseException) -> None:
         """Called for every connection-level failure (timeouts excluded: a slow server answers)."""
-        if _unsendable(exc):
+        unsendable = _unsendable(exc)
+        if unsendable is not None:
             raise self._abort(
-                f"requests to {self.endpoint} cannot be sent: {root_cause(exc, self.secrets)}. "
+                f"requests to {self.endpoint} cannot be sent: {describe(unsendable, self.secrets)}. "
                 "Check the connection's Base URL (it needs http:// or https://) and that the API key "
                 "has no spaces or line breaks."
             )

@@ -1,9 +1,16 @@
 """FlexHook: an Airflow connection turned into an ``AsyncOpenAI`` client that never retries by itself.
 
 Connection fields: password = API key, host = base URL (empty for api.openai.com), extras
-``organization`` and ``project``. When the connection does not exist, ``OPENAI_API_KEY`` and
+``organization``, ``project`` and ``transport`` (``"aiohttp"``, the default, or ``"httpx"``: see
+:data:`TRANSPORTS`). When the connection does not exist, ``OPENAI_API_KEY`` and
 ``OPENAI_BASE_URL`` (and ``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) from the environment are used, as
 the openai SDK itself would.
+
+The HTTP transport is aiohttp by default (:mod:`flex_provider.hooks.aiohttp_transport`): through the same
+SDK it costs about half the CPU per request of the SDK's default httpx2 transport (httpcore2's pool
+scans every idle connection on each request start and end), so a CPU-bound triggerer sends up to
+~1.8x as many requests per second (benchmarks/throughput.py, docs/notes/transport.md).
+``transport: "httpx"`` in the connection's extras goes back to httpx2.
 
 The SDK's own retries are switched off (``max_retries=0``): with flex timeouts of 900 s its default
 two retries could hold one call for 45 minutes, and tenacity in the engine owns the retry loop.
@@ -68,6 +75,12 @@ def redact_key(text: str, key: str | None) -> str:
     return redact(text)
 
 
+# The HTTP transports a client can send with (connection extra ``transport``); the first is the default.
+TRANSPORTS = ("aiohttp", "httpx")
+DEFAULT_TRANSPORT = TRANSPORTS[0]
+_TRANSPORT_ALIASES = {"httpx2": "httpx"}
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """What it takes to build a client. ``repr`` hides the key so it cannot leak into a log line."""
@@ -76,11 +89,29 @@ class ClientSettings:
     base_url: str | None = None
     organization: str | None = None
     project: str | None = None
+    transport: str = DEFAULT_TRANSPORT
 
     def __repr__(self) -> str:
         return (
-            f"ClientSettings(base_url={self.base_url!r}, organization={self.organization!r}, project={self.project!r})"
+            f"ClientSettings(base_url={self.base_url!r}, organization={self.organization!r}, "
+            f"project={self.project!r}, transport={self.transport!r})"
         )
+
+
+def parse_transport(conn_id: str, value: Any) -> str:
+    """The connection extra ``transport`` as one of :data:`TRANSPORTS` (empty: the default)."""
+    from flex_provider.engine.errors import FlexInputError  # the engine package is not needed to load the hook
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_TRANSPORT
+    name = value.strip().lower() if isinstance(value, str) else None
+    name = _TRANSPORT_ALIASES.get(name, name) if name else None
+    if name not in TRANSPORTS:
+        raise FlexInputError(
+            f"conn_id={conn_id!r}: extra 'transport' must be one of {', '.join(map(repr, TRANSPORTS))} "
+            f"(got {value!r}); leave it out for the default, {DEFAULT_TRANSPORT!r}"
+        )
+    return name
 
 
 def _key_problem(api_key: str) -> tuple[int, str] | None:
@@ -152,6 +183,7 @@ class FlexHook(BaseHook):
             base_url=host or os.environ.get("OPENAI_BASE_URL") or None,
             organization=_extra(extras, "organization") or os.environ.get("OPENAI_ORG_ID") or None,
             project=_extra(extras, "project") or os.environ.get("OPENAI_PROJECT_ID") or None,
+            transport=parse_transport(self.conn_id, _extra(extras, "transport")),
         )
         check_settings(self.conn_id, settings)
         return settings
@@ -182,8 +214,20 @@ class FlexHook(BaseHook):
 
     @staticmethod
     def build_client(settings: ClientSettings, *, max_connections: int = 100, timeout: float = 900.0) -> AsyncOpenAI:
-        """An AsyncOpenAI client sized for ``max_connections`` requests in flight, without SDK retries."""
+        """An AsyncOpenAI client sized for ``max_connections`` requests in flight, without SDK retries,
+        on ``settings.transport``. Close it (``async with client`` or ``await client.close()``)."""
         FlexHook.quiet_http_logs()
+        limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        http_client: httpx2.AsyncClient
+        if settings.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, not {settings.transport!r}")
+        if settings.transport == "httpx":
+            http_client = DefaultAsyncHttpx2Client(limits=limits)
+        else:
+            from flex_provider.hooks.aiohttp_transport import AiohttpClient  # aiohttp loads only when used
+
+            # The SDK's defaults for its own clients (DefaultAioHttpClient): redirects followed.
+            http_client = AiohttpClient(limits=limits, follow_redirects=True)
         return AsyncOpenAI(
             api_key=settings.api_key,
             base_url=settings.base_url,
@@ -191,9 +235,7 @@ class FlexHook(BaseHook):
             project=settings.project,
             max_retries=0,
             timeout=httpx2.Timeout(timeout, connect=10.0),
-            http_client=DefaultAsyncHttpx2Client(
-                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            ),
+            http_client=http_client,
         )
 
     @staticmethod

@@ -61,18 +61,30 @@ def readme_rows(out: str, header: str) -> list[str]:
     return [line for line in lines[2:] if line.startswith("| ")]
 
 
-def test_throughput_floor_engine_and_sharded() -> None:
+def test_throughput_every_phase() -> None:
+    phases = [
+        "sdk-default",
+        "sdk-aiohttp",
+        "sdk-post",
+        "raw-aiohttp",
+        "engine-aiohttp",
+        "engine-httpx",
+        "engine-sharded",
+    ]
     out = run_script(
         "throughput.py",
-        *("--n", "200", "--concurrency", "20", "--latency", "0.05", "--repeat", "1"),
-        *("--phases", "floor,engine,engine-sharded", "--shards", "2", "--phase-timeout", "60"),
+        *("--n", "100", "--concurrency", "20", "--latency", "0.05", "--repeat", "1"),
+        *("--phases", ",".join(phases), "--shards", "2", "--phase-timeout", "60"),
     )
-    assert "ideal rate C/L = 400 items/s" in out
+    assert "ideal rate C/L = 400 items/s" in out and "FlexHook default transport: aiohttp" in out
     assert "summary (mean over runs" in out
-    assert re.search(r"engine: CPU ratio engine/floor per run \d", out), out[-3000:]
+    for phase in phases[1:]:
+        assert re.search(rf"^  {phase} +throughput x\d+\.\d\d \(\d+\.\d\d\); CPU x\d+\.\d\d", out, re.M), out[-3000:]
+    assert re.search(r"targets, engine-aiohttp vs sdk-default \(means\): throughput x\d", out), out[-3000:]
+    assert re.search(r"^quietest run: 1 of 1", out, re.M), out[-3000:]
     rows = readme_rows(out, "README rows:")
-    assert [row.split(" | ")[5] for row in rows] == ["floor", "engine", "engine-sharded"], rows
-    assert all(" | 200 | 20 | 0.05 | no | " in row for row in rows), rows
+    assert [row.split(" | ")[5] for row in rows] == phases, rows
+    assert all(" | 100 | 20 | 0.05 | no | " in row for row in rows), rows
 
 
 def test_memory_job_path() -> None:

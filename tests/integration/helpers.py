@@ -9,6 +9,10 @@ from typing import Any
 from flex_provider.engine import FlexEngine, PromptBuilder, RequestSpec, ResultStore, RunOptions
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 
+# Clients made by make_engine, closed after each test by the autouse fixture in conftest.py: an
+# aiohttp session left open logs "Unclosed client session" when it is garbage-collected.
+OPEN_CLIENTS: list[Any] = []
+
 
 def make_items(n: int, prefix: str = "ticket") -> list:
     builder = PromptBuilder()
@@ -35,6 +39,7 @@ def make_engine(
 ) -> FlexEngine:
     """An engine on the emulator (or ``base_url``); ``engine`` holds FlexEngine keyword arguments."""
     client = FlexHook.build_client(ClientSettings(api_key, base_url or emu.base_url), max_connections=256)
+    OPEN_CLIENTS.append(client)
     return FlexEngine(
         client,
         RequestSpec(**{"model": "gpt-5-mini", "instructions": "Classify the ticket.", **(spec or {})}),
