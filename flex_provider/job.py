@@ -207,8 +207,9 @@ def freeze_startup_heap(logger: RunLog | None = None) -> bool:
     Why: the engine allocates quickly (a few hundred objects per request, 200 requests in flight
     surviving young collections), so CPython runs a full collection every ~1,000 requests, and a
     full collection walks *every* tracked object: in an Airflow process that is Airflow, SQLAlchemy,
-    FastAPI/Cadwyn (``dag.test``'s in-process API), pydantic and the SDK, 0.3-0.75 million
-    objects, 0.1-0.5 s per pass with the event loop stopped and every request in flight waiting.
+    FastAPI/Cadwyn (``dag.test``'s in-process API), pydantic and the SDK, 0.25-0.75 million
+    objects: 0.2-1 s per pass on a busy 2-core machine, the event loop stopped and every request in
+    flight waiting.
     Frozen objects (the imports, the application state: long-lived by nature) are skipped by all
     later collections; what the runs allocate afterwards is collected as usual.
 
