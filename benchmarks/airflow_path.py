@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/airflow_path.py                         # N=3000 C=200 L=0.5 s: engine, dagtest, triggerer
     .venv/bin/python benchmarks/airflow_path.py --phases engine,job,dagtest --repeat 2
+    .venv/bin/python benchmarks/airflow_path.py --phases engine,dagtest,dagtest-nofreeze --repeat 3   # A/B
     .venv/bin/python benchmarks/airflow_path.py --n 300 --c 50 --latency 0.2 --phases engine,dagtest   # small
     .venv/bin/python benchmarks/airflow_path.py --phases dagtest --profile /tmp/ap   # + cProfile of each child
     .venv/bin/python benchmarks/airflow_path.py --phases dagtest --pyspy /tmp/ap     # + py-spy raw samples
@@ -16,6 +17,8 @@ file of ``{"id", "text"}``) with ``max_concurrency=C``:
   runs (staged JSON Lines read and rendered by the feeder, metrics, ``RunLog``), without Airflow;
 * dagtest: the real ``FlexLLMOperator`` (``deferrable=True``, ``input_path``, ``output_path``)
   through ``dag.test()`` in a fresh process: the task defers and Airflow runs the trigger inline;
+* job-nofreeze, dagtest-nofreeze (opt-in): the same with ``FLEX_PROVIDER_GC_FREEZE=0`` (run_job's
+  one-off ``gc.freeze()`` of the start-up heap off): the A/B of that change, interleaved;
 * triggerer: the same operator on a real Airflow (api-server, scheduler, dag-processor, one
   triggerer; SQLite, LocalExecutor; ``tests/e2e/harness.py``): the trigger runs in the triggerer.
 
@@ -52,14 +55,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# FLEX_BENCH_CODE (set by --code): the checkout whose flex_provider the phases run (before/after).
+sys.path.insert(0, os.environ.get("FLEX_BENCH_CODE") or str(Path(__file__).resolve().parent.parent))
 
 import psutil
 from _common import ROOT, Emulator, machine_busy_s, machine_line, run_emulator
 
 API_KEY = "sk-bench-not-a-real-key"
 CONN_ID = "flex_bench"
-PHASES = ("engine", "job", "dagtest", "triggerer")
+PHASES = ("engine", "job", "dagtest", "triggerer", "job-nofreeze", "dagtest-nofreeze")
 RESULT_PREFIX = "AIRFLOW_PATH_RESULT "
 
 DAG_SOURCE = """\
@@ -269,7 +273,9 @@ def _child_env(home: Path, dags: Path, base_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [os.environ.get("FLEX_BENCH_CODE") or str(ROOT), os.environ.get("PYTHONPATH")])
+            ),
             "PYTHONUNBUFFERED": "1",
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
@@ -348,7 +354,9 @@ class Bench:
             "group_cores": {k: v / marginal for k, v in group_cpu.items()},
         }
 
-    def _child(self, mode: str, watch_procs: list, extra: list[str]) -> Callable[[Watch], Callable[[], None]]:
+    def _child(
+        self, mode: str, watch_procs: list, extra: list[str], env: dict[str, str] | None = None
+    ) -> Callable[[Watch], Callable[[], None]]:
         self.runs += 1
         out = self.tmp / f"out-{mode}-{self.runs}"
         log = self.tmp / f"{mode}-{self.runs}.log"
@@ -385,7 +393,7 @@ class Bench:
             proc = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
-                env=_child_env(self.home, self.dags, self.emu.base_url),
+                env={**_child_env(self.home, self.dags, self.emu.base_url), **(env or {})},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -433,6 +441,10 @@ class Bench:
 
     def phase(self, name: str, cluster: Any = None) -> dict[str, Any]:
         procs: list = []
+        if name.endswith("-nofreeze"):  # the same run with run_job's gc.freeze() turned off (A/B)
+            mode = name.removesuffix("-nofreeze")
+            extra = ["--dag-file", str(self.dag_file("bench_dagtest"))] if mode == "dagtest" else []
+            return self._measure(name, self._child(mode, procs, extra, {"FLEX_PROVIDER_GC_FREEZE": "0"}), procs)
         if name in ("engine", "job"):
             return self._measure(name, self._child(name, procs, []), procs)
         if name == "dagtest":
@@ -551,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.1, help="emulator stats poll period (s)")
     parser.add_argument("--phase-timeout", type=float, default=600.0)
     parser.add_argument("--profile", type=Path, default=None, help="folder: cProfile each child (inflates CPU)")
+    parser.add_argument(
+        "--airflow-db", type=Path, default=None, help="a migrated Airflow SQLite file to copy (default: migrate one)"
+    )
+    parser.add_argument(
+        "--code", type=Path, default=None, help="a checkout whose flex_provider the phases run (e.g. an older commit)"
+    )
     parser.add_argument("--pyspy", type=Path, default=None, help="folder: py-spy record --gil --format raw each child")
     # internal: one phase in a fresh process
     parser.add_argument("--child", choices=("engine", "job", "dagtest"), help=argparse.SUPPRESS)
@@ -562,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args)
+    if args.code:
+        os.environ["FLEX_BENCH_CODE"] = str(args.code.resolve())  # children and Airflow components
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(phases) - set(PHASES)
     if unknown:
@@ -570,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--latency must be > 0 (efficiency is relative to C/L)")
     print(
         f"flex Airflow-path benchmark {datetime.datetime.now().isoformat(timespec='seconds')}: N={args.n} "
-        f"C={args.c} L={args.latency}s model={args.model} phases={','.join(phases)} repeat={args.repeat}; "
+        f"C={args.c} L={args.latency}s model={args.model} phases={','.join(phases)} repeat={args.repeat} "
+        f"code={args.code or ROOT}; "
         f"{machine_line()}"
     )
     ideal = args.c / args.latency
@@ -584,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         dags.mkdir()
         bench = Bench(args, emu, tmp, input_path, home, dags)
-        if "dagtest" in phases:
-            shutil.copyfile(_harness().sqlite_template(), home / "airflow.db")
+        if {"dagtest", "dagtest-nofreeze"} & set(phases):
+            shutil.copyfile(args.airflow_db or _harness().sqlite_template(), home / "airflow.db")
         with contextlib.ExitStack() as stack:
             cluster = None
             if "triggerer" in phases:
