@@ -215,7 +215,8 @@ def freeze_startup_heap(logger: RunLog | None = None) -> bool:
 
     The cost: a one-off full collection here (so no garbage is frozen), and objects alive now that
     become garbage later are not reclaimed (module-level state; bounded, not growing: later runs do
-    not freeze again). ``FLEX_PROVIDER_GC_FREEZE=0`` turns it off. Returns True when it froze now."""
+    not freeze again), and ``gc.get_objects()``/``gc.get_referrers()`` no longer see them.
+    ``FLEX_PROVIDER_GC_FREEZE=0`` turns it off. Returns True when it froze now."""
     global _heap_frozen
     if _heap_frozen or os.environ.get(GC_FREEZE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
