@@ -30,7 +30,10 @@ same polls: requests in flight (mean over the window; max is the emulator's own 
 and the CPU the client process(es) used inside the window (psutil: the child for engine/job/dagtest,
 the triggerer's process tree for triggerer). Each phase is checked against the emulator's counters
 (exactly N requests, all 200). Efficiency = items/s / (C / L); "ratio" = items/s / engine's items/s
-of the same repeat.
+of the same repeat. Also printed: the engine's own "in flight" from its progress lines (every 5 s,
+while at least C items are left): workers holding an item, waiting for the network or for the event
+loop alike, so it stays at C unless workers idle (a starved feeder, workers stuck behind
+checkpoints), and, for the child phases, the GC passes inside the window (``gc.callbacks``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import cProfile
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -89,6 +93,14 @@ def prompts(n: int) -> list[dict[str, str]]:
 
 
 # -- children: one fresh process per phase run ----------------------------------------------------
+def _progress_logger() -> Any:
+    """The engine's INFO lines (start, a progress line every 5 s) to stdout, as Airflow shows them."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return logging.getLogger("flex_provider.bench")
+
+
 def _report(payload: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(payload), flush=True)
 
@@ -104,20 +116,21 @@ async def _child_engine(args: argparse.Namespace) -> int:
     client = FlexHook.build_client(ClientSettings(API_KEY, args.base_url), max_connections=args.c + 16)
     async with client:
         engine = FlexEngine(
-            client, RequestSpec(model=args.model), RunOptions(max_concurrency=args.c), ResultStore(Path(args.out))
+            client,
+            RequestSpec(model=args.model),
+            RunOptions(max_concurrency=args.c),
+            ResultStore(Path(args.out)),
+            logger=_progress_logger(),
         )
         summary = await engine.run(items, total=len(items))
     return int(summary["succeeded"])
 
 
 async def _child_job(args: argparse.Namespace) -> int:
-    import logging
-
     from flex_provider.engine import RequestSpec, RunOptions
     from flex_provider.hooks.flex import ClientSettings
     from flex_provider.job import FlexJob, run_job
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     job = FlexJob(
         conn_id=CONN_ID,
         spec=RequestSpec(model=args.model),
@@ -129,9 +142,7 @@ async def _child_job(args: argparse.Namespace) -> int:
         template_context={"dag_id": "bench", "task_id": "enrich"},
     )
     job.total = job.validate_input()
-    event = await run_job(
-        job, logging.getLogger("flex_provider.bench"), settings=ClientSettings(API_KEY, args.base_url)
-    )
+    event = await run_job(job, _progress_logger(), settings=ClientSettings(API_KEY, args.base_url))
     if event.status != "success":
         raise RuntimeError(f"job: {event}")
     return int(event.succeeded or 0)
@@ -351,6 +362,7 @@ class Bench:
             "gc_full": sum(1 for e in gc_events if e[2] == 2),
             "gc_max_ms": max((e[1] for e in gc_events), default=0.0) * 1000,
             "objects": (child or {}).get("objects"),
+            "engine_in_flight": (child or {}).get("engine_in_flight") or [],
             "group_cores": {k: v / marginal for k, v in group_cpu.items()},
         }
 
@@ -419,7 +431,10 @@ class Bench:
                 if proc.returncode != 0 or RESULT_PREFIX not in text:
                     raise RuntimeError(f"{mode} exited {proc.returncode}; log {log}:\n{text[-4000:]}")
                 line = next(x for x in text.splitlines() if x.startswith(RESULT_PREFIX))
-                return json.loads(line[len(RESULT_PREFIX) :])
+                return {
+                    **json.loads(line[len(RESULT_PREFIX) :]),
+                    "engine_in_flight": _engine_in_flight(text, self.args.c),
+                }
 
             return wait
 
@@ -459,7 +474,7 @@ class Bench:
             procs[:] = [triggerer, *triggerer.children(recursive=True)]
             run_id = af.trigger_dag("bench_triggerer")
             self.runs += 1
-            spy = self._spy_runner(triggerer, f"triggerer-{self.runs}")
+            spy = _spy_tree(self.args.pyspy, triggerer, f"triggerer-{self.runs}")
 
             def wait() -> dict[str, Any]:
                 try:
@@ -482,26 +497,28 @@ class Bench:
                     time.sleep(0.5)
                 if state != "success":
                     raise RuntimeError(f"triggerer run {state}: {af.diagnostics()}")
-                return {}
+                logs = af.trigger_log_files(af.task_log_files("bench_triggerer", run_id, "enrich"))
+                return {
+                    "engine_in_flight": _engine_in_flight(
+                        "".join(p.read_text(errors="replace") for p in logs), self.args.c
+                    )
+                }
 
             return wait
 
         return start
 
 
-def _spy_runner_of(self: Bench, triggerer: psutil.Process, name: str) -> subprocess.Popen[bytes] | None:
+def _spy_tree(folder: Path | None, triggerer: psutil.Process, name: str) -> subprocess.Popen[bytes] | None:
     """``--pyspy``: attach py-spy to the triggerer and its children (the TriggerRunner among them)."""
-    if not self.args.pyspy:
+    if not folder:
         return None
-    self.args.pyspy.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).with_name("py-spy")
-    out = self.args.pyspy / f"{name}.txt"
+    out = folder / f"{name}.txt"
     cmd = [str(spy), "record", "--format", "raw", "-r", "200", "--gil", "--subprocesses", "-o", str(out)]
     cmd += ["--pid", str(triggerer.pid)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-Bench._spy_runner = _spy_runner_of  # type: ignore[attr-defined]
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -533,6 +550,16 @@ def _component_groups(af: Any) -> dict[str, Callable[[], list[psutil.Process]]]:
     return groups
 
 
+_PROGRESS = re.compile(r"flex progress: done ([\d,]+)/([\d,]+) .*?in flight (\d+)")
+
+
+def _engine_in_flight(log_text: str, c: int) -> list[int]:
+    """The engine's own "in flight" (workers holding an item) at each progress line that still had
+    at least ``c`` items to do (near the end fewer than ``c`` are left, and so in flight)."""
+    number = lambda text: int(text.replace(",", ""))  # noqa: E731
+    return [int(m[3]) for m in _PROGRESS.finditer(log_text) if number(m[2]) - number(m[1]) >= c]
+
+
 def print_row(r: dict[str, Any], ratio: float | None) -> None:
     ratio_text = f" | ratio to engine {ratio:.2f}" if ratio is not None else ""
     gc_text = (
@@ -541,9 +568,10 @@ def print_row(r: dict[str, Any], ratio: float | None) -> None:
         if r["gc_s"] is not None
         else ""
     )
+    engine_text = f" | engine in flight at progress lines {r['engine_in_flight']}" if r["engine_in_flight"] else ""
     print(
         f"  {r['phase']:<10} marginal {r['marginal_s']:6.2f} s | {r['items_s']:7.1f} items/s | efficiency "
-        f"{r['eff']:.3f}{ratio_text} | in flight mean {r['mean_in_flight']:5.1f} max {r['max_in_flight']} | "
+        f"{r['eff']:.3f}{ratio_text} | in flight mean {r['mean_in_flight']:5.1f} max {r['max_in_flight']}{engine_text} | "
         f"client CPU {r['cpu_per_1k']:.2f} s/1k req ({r['cpu_util'] * 100:.0f}% of a core) | phase wall "
         f"{r['wall_s']:.1f} s{gc_text} | cores used in window: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["group_cores"].items())
