@@ -209,9 +209,8 @@ def freeze_startup_heap(logger: RunLog | None = None) -> bool:
     full collection walks *every* tracked object: in an Airflow process that is Airflow, SQLAlchemy,
     FastAPI/Cadwyn (``dag.test``'s in-process API), pydantic and the SDK, 0.25-0.75 million
     objects: 0.2-1 s per pass on a busy 2-core machine, the event loop stopped and every request in
-    flight waiting.
-    Frozen objects (the imports, the application state: long-lived by nature) are skipped by all
-    later collections; what the runs allocate afterwards is collected as usual.
+    flight waiting. Frozen objects (the imports, the application state: long-lived by nature) are
+    skipped by all later collections; what the runs allocate afterwards is collected as usual.
 
     The cost: a one-off full collection here (so no garbage is frozen), and objects alive now that
     become garbage later are not reclaimed (module-level state; bounded, not growing: later runs do
