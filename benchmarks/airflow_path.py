@@ -358,7 +358,7 @@ class Bench:
             "wall_s": wall,
             "machine_cores": (busy1 - busy0) / wall,
             "emu_cpu_per_1k": emu_cpu / n * 1000,
-            "gc_s": sum(e[1] for e in gc_events) if child else None,
+            "gc_s": sum(e[1] for e in gc_events) if child and "gc" in child else None,  # child phases only
             "gc_full": sum(1 for e in gc_events if e[2] == 2),
             "gc_max_ms": max((e[1] for e in gc_events), default=0.0) * 1000,
             "objects": (child or {}).get("objects"),
