@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,13 +38,13 @@ from flex_provider.engine.store import ResultStore
 from flex_provider.hooks.flex import ClientSettings, FlexHook
 from flex_provider.metrics import RunMetrics, tags_for
 from flex_provider.utils.storage import storage_path
+from flex_provider.utils.switches import GC_FREEZE_ENV, switched_on
 
 # 1: release 0.1 (request + prompt_template side by side); 2: spec holds the template;
 # 3: ``shard`` ([k, n]: this job sends the items at input positions p with p % n == k)
 JOB_FORMAT = 3
 INLINE_ITEMS_MAX_BYTES = 32 * 1024  # larger item lists are staged to storage before deferring
 STAGED_INPUT_NAME = "_input/items.jsonl"
-GC_FREEZE_ENV = "FLEX_PROVIDER_GC_FREEZE"  # "0"/"false"/"no"/"off": leave the collector alone
 
 
 def json_size(value: Any) -> int:
@@ -255,7 +254,7 @@ def freeze_startup_heap(logger: RunLog | None = None) -> bool:
     not freeze again), and ``gc.get_objects()``/``gc.get_referrers()`` no longer see them.
     ``FLEX_PROVIDER_GC_FREEZE=0`` turns it off. Returns True when it froze now."""
     global _heap_frozen
-    if _heap_frozen or os.environ.get(GC_FREEZE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if _heap_frozen or not switched_on(GC_FREEZE_ENV):
         return False
     _heap_frozen = True
     started = time.perf_counter()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
@@ -40,12 +39,9 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from flex_provider.engine.loop_thread import run_on_loop_thread
+from flex_provider.utils.switches import ENGINE_THREAD_ENV, GC_FREEZE_ENV, switched_on
 
 T = TypeVar("T")
-
-ENGINE_THREAD_ENV = "FLEX_PROVIDER_ENGINE_THREAD"
-GC_FREEZE_ENV = "FLEX_PROVIDER_GC_FREEZE"
-_OFF = ("off", "0", "false", "no")
 
 
 def _load_job_module() -> ModuleType:
@@ -70,13 +66,13 @@ def freeze_heap() -> None:
     triggerer's state) are left out of every later collection, so these stay short. The price:
     cyclic garbage among the objects frozen now is never reclaimed (freed by reference counting
     only), a bounded, one-time amount."""
-    if os.environ.get(GC_FREEZE_ENV, "on").strip().lower() not in _OFF:
+    if switched_on(GC_FREEZE_ENV):
         gc.freeze()
 
 
 def engine_thread_enabled() -> bool:
     """Whether flex runs get a loop of their own (default) or share the triggerer's (``off``)."""
-    return os.environ.get(ENGINE_THREAD_ENV, "on").strip().lower() not in _OFF
+    return switched_on(ENGINE_THREAD_ENV)
 
 
 async def _off_the_triggerer_loop(work: Callable[[ModuleType], Awaitable[T]]) -> T:
