@@ -49,6 +49,7 @@ from flex_provider.engine.errors import (
 )
 from flex_provider.engine.estimate import DEFAULT_MAX_OUTPUT_TOKENS
 from flex_provider.engine.health import RunHealth
+from flex_provider.engine.idindex import IdIndex, id_key
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.lease import FolderLease
 from flex_provider.engine.logs import RunLog
@@ -294,7 +295,8 @@ class FlexEngine:
         def next_chunk() -> list[tuple[WorkItem, str]]:  # in a thread: storage reads, rendering, hashing
             return [(item, prompt_hash(item.prompt)) for item in itertools.islice(iterator, _FEED_CHUNK)]
 
-        seen: set[str] = set()
+        not_final = object()  # finished.get's default: no final record on storage
+        seen = IdIndex()  # digests of the ids fed so far: ~40 bytes per item, not a set of strings
         position = 0
         while self._stop_reason is None:
             chunk = await asyncio.to_thread(next_chunk)
@@ -303,13 +305,14 @@ class FlexEngine:
             for entry in chunk:
                 item = entry[0]
                 item.index, position = position, position + 1
-                if item.id in seen:
+                key = id_key(item.id)
+                if key in seen:
                     self.counters.duplicates += 1
                     self.controls.not_sent()
                     continue
-                seen.add(item.id)
-                if item.id in finished:
-                    stored = finished[item.id]
+                seen.add(key)
+                stored = finished.get(item.id, not_final)
+                if stored is not not_final:
                     if stored is None or stored == entry[1]:  # no hash: written before hashes existed
                         self.counters.resumed += 1
                         if item.id in state.final_failed:
