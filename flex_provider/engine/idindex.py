@@ -3,9 +3,10 @@
 A million-item run keeps several id indexes (duplicate detection while reading the input, the ids
 already fed, each id's winning record at the end). As Python dicts of strings they cost ~200 bytes
 per id each, which is what broke the memory target near a million items. Here an id is reduced to
-a 128-bit BLAKE2b digest (two 64-bit words) in an open-addressing table made of ``array('Q')``
-columns, with optional 64-bit values per id: ~16 bytes per slot plus 8 per value, at a load between
-3/8 and 3/4, so ~30-60 bytes per id for a set and ~50-100 for three values.
+a 128-bit BLAKE2b digest (two 64-bit words) in an open-addressing table made of ``array``
+columns, with optional unsigned values per id (each column 4 or 8 bytes: ``"I"`` or ``"Q"``):
+~16 bytes per slot plus the values, at a load between 3/8 and 3/4, so ~20-45 bytes per id for a
+set and ~50-100 for three values.
 
 Collisions: two different ids share a digest with probability ~n²/2¹²⁹ (~10⁻²⁷ at a million ids):
 negligible next to a disk error. The ids themselves are not kept: whoever needs them back (an error
@@ -29,19 +30,22 @@ def id_key(item_id: str) -> int:
     return int.from_bytes(digest, "little") | 1
 
 
-def _zeros(count: int) -> array[int]:
-    return array("Q", bytes(8 * count))
+def _zeros(count: int, typecode: str = "Q") -> array[int]:
+    return array(typecode, bytes(array(typecode).itemsize * count))
 
 
 class IdIndex:
-    """Open-addressing hash table (linear probing) from id keys (:func:`id_key`) to ``width``
-    unsigned 64-bit values; ``width=0`` makes it a set. Grows by doubling past 3/4 full; never
-    shrinks (an index only grows during a run). Not thread-safe: one owner at a time."""
+    """Open-addressing hash table (linear probing) from id keys (:func:`id_key`) to one unsigned
+    value per letter of ``values`` (its array typecode: ``"I"`` 32 bits, ``"Q"`` 64 bits); no
+    values makes it a set. Grows by doubling past 3/4 full; never shrinks (an index only grows
+    during a run). Not thread-safe: one owner at a time."""
 
-    __slots__ = ("_hi", "_len", "_lo", "_mask", "_values", "width")
+    __slots__ = ("_columns", "_hi", "_len", "_lo", "_mask", "typecodes")
 
-    def __init__(self, width: int = 0, capacity: int = _MIN_CAPACITY) -> None:
-        self.width = width
+    def __init__(self, values: str = "", capacity: int = _MIN_CAPACITY) -> None:
+        if any(code not in "IQ" for code in values):
+            raise ValueError(f"values: typecodes 'I' or 'Q' only, got {values!r}")
+        self.typecodes = values
         size = _MIN_CAPACITY
         while size * 3 < capacity * 4:
             size *= 2
@@ -52,7 +56,7 @@ class IdIndex:
         self._mask = size - 1
         self._lo = _zeros(size)  # low 64 bits of the key; 0: empty (keys are odd)
         self._hi = _zeros(size)
-        self._values = _zeros(size * self.width)
+        self._columns = [_zeros(size, code) for code in self.typecodes]
 
     def __len__(self) -> int:
         return self._len
@@ -85,18 +89,17 @@ class IdIndex:
         if (self._len + 1) * 4 > (self._mask + 1) * 3:
             self._grow()
             i = self._slot(key)
+        for column, value in zip(self._columns, values, strict=False):  # first: a value too big raises here
+            column[i] = value
         self._lo[i], self._hi[i] = key & _M64, key >> 64
         self._len += 1
-        if values:
-            base = i * self.width
-            self._values[base : base + len(values)] = array("Q", values)
         return i
 
     def value(self, slot: int, column: int = 0) -> int:
-        return self._values[slot * self.width + column]
+        return self._columns[column][slot]
 
     def set_value(self, slot: int, column: int, value: int) -> None:
-        self._values[slot * self.width + column] = value
+        self._columns[column][slot] = value
 
     def key(self, slot: int) -> int:
         """The key held in an occupied ``slot``."""
@@ -108,9 +111,10 @@ class IdIndex:
         return (i for i in range(self._mask + 1) if los[i])
 
     def _grow(self) -> None:
-        old_lo, old_hi, old_values, width = self._lo, self._hi, self._values, self.width
+        old_lo, old_hi, old_columns = self._lo, self._hi, self._columns
         self._alloc((self._mask + 1) * 2)
-        los, his, values, mask = self._lo, self._hi, self._values, self._mask
+        los, his, columns, mask = self._lo, self._hi, self._columns, self._mask
+        pairs = list(zip(columns, old_columns, strict=True))
         for j, lo in enumerate(old_lo):
             if not lo:
                 continue
@@ -119,5 +123,5 @@ class IdIndex:
             while los[i]:
                 i = (i + 1) & mask
             los[i], his[i] = lo, hi
-            if width:
-                values[i * width : (i + 1) * width] = old_values[j * width : (j + 1) * width]
+            for new, old in pairs:
+                new[i] = old[j]

@@ -296,7 +296,7 @@ class FlexEngine:
             return [(item, prompt_hash(item.prompt)) for item in itertools.islice(iterator, _FEED_CHUNK)]
 
         not_final = object()  # finished.get's default: no final record on storage
-        seen = IdIndex()  # digests of the ids fed so far: ~40 bytes per item, not a set of strings
+        seen = IdIndex()  # digests of the ids fed so far that ItemIds did not make unique already
         position = 0
         while self._stop_reason is None:
             chunk = await asyncio.to_thread(next_chunk)
@@ -305,12 +305,13 @@ class FlexEngine:
             for entry in chunk:
                 item = entry[0]
                 item.index, position = position, position + 1
-                key = id_key(item.id)
-                if key in seen:
-                    self.counters.duplicates += 1
-                    self.controls.not_sent()
-                    continue
-                seen.add(key)
+                if not item.unique:
+                    key = id_key(item.id)
+                    if key in seen:
+                        self.counters.duplicates += 1
+                        self.controls.not_sent()
+                        continue
+                    seen.add(key)
                 stored = finished.get(item.id, not_final)
                 if stored is not not_final:
                     if stored is None or stored == entry[1]:  # no hash: written before hashes existed

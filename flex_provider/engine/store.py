@@ -10,13 +10,16 @@ folders, so progress is a growing set of immutable part files::
     _job.json                      which request the results answer (see ``claim``)
     _lease.json                    which engine session works in the folder now (see ``lease.py``)
     _manifest.json                 summary, written last: its presence means the run completed
+    _compaction.json               only while finalize commits a compaction (see ``finalize``)
 
 Only part names of exactly that shape (``<session>`` as made by :func:`new_session_id`) are read as
 results: any other file in the folder, even a user's ``part-0001.jsonl``, is neither read nor touched.
 
 A restarted trigger, a task retry or a re-run reads the part files back and skips every item that
 has a final record. If two copies of a trigger ever overlap, an id can land in two parts; ``finalize``
-compacts those so the output holds each id exactly once. Which record of an id wins: the newest
+compacts those so the output holds each id exactly once, and merges the small parts of the run's
+flushes (one every ``flush_interval_s``) into parts of up to ``COMPACT_PART_BYTES`` (64 MiB), so
+that downstream readers find a few files of sensible size rather than thousands of tiny ones. Which record of an id wins: the newest
 record's ``prompt_hash`` (a hash of the prompt sent) names the current prompt; only records with
 that hash, or with none (older versions wrote none), can win; among them a success beats a failure,
 then newer beats older (a newer failure beats an older failure too). An answer to a prompt that has
@@ -32,6 +35,10 @@ result, so that item is done again, and ``finalize`` rewrites its part without i
 :class:`CorruptCheckpointError` naming the file and what to do (``load`` does not read the manifest:
 the end of a run rewrites it). Writes never fail on item content: text JSON cannot encode falls back
 to escapes.
+
+Memory stays small in the number of items: reading the parts keeps each id as a 128-bit digest
+with its winner's location and status packed in flat arrays (~100 bytes per id, see
+:class:`_Winners`), never the records or the id strings; records are streamed.
 
 All methods are blocking: the engine calls them through ``asyncio.to_thread``.
 """
@@ -228,6 +235,7 @@ class _Tally:
 # Column 1 of a _Winners slot: part index << 40 | line number << 5 | these flags.
 _SUCCEEDED, _FINAL, _HASH_HEX, _HASH_OTHER, _SEVERAL = 1, 2, 4, 8, 16
 _LINE_MASK = (1 << 35) - 1
+_MAX_SIZE = 2**32 - 1  # line sizes are kept in 32 bits (a 4 GiB line counts as that)
 _HEX16 = re.compile(r"[0-9a-f]{16}")  # what attempt.prompt_hash() makes: kept as a 64-bit number
 
 # What load() makes of an id, from its winning record.
@@ -259,8 +267,8 @@ class _Winners:
     def __init__(self, parts: list[Any], read: _Lines) -> None:
         self.parts = parts
         self._read = read
-        # id digest -> (prompt hash number, part << 40 | line << 5 | flags, line size)
-        self.index = IdIndex(width=3)
+        # id digest -> (prompt hash number, part << 40 | line << 5 | flags, line size): 36 bytes a slot
+        self.index = IdIndex("QQI")
         self.several: dict[int, _Tally] = {}  # id digest -> all its records, for ids with several
         self.other_hashes: dict[int, str] = {}  # prompt hashes not of prompt_hash()'s shape (older, foreign)
         self.lines = [0] * len(parts)  # non-blank lines per part
@@ -300,7 +308,7 @@ class _Winners:
                     flags |= _SUCCEEDED
                 if is_final(record):
                     flags |= _FINAL
-                index.add(key, code, p << 40 | number << 5 | flags, len(raw))
+                index.add(key, code, p << 40 | number << 5 | flags, min(len(raw), _MAX_SIZE))
             self.lines[p], self.sizes[p] = lines, size_sum
         for p in sorted(several_parts):  # in part order, as the first pass met them
             for number, raw, value in self._read(self.parts[p]):

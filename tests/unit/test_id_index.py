@@ -31,7 +31,7 @@ def test_set_membership_and_growth_against_a_python_set():
 
 
 def test_values_survive_growth_and_existing_keys_keep_theirs():
-    index = IdIndex(width=3)
+    index = IdIndex("QQI")
     for n in range(2000):
         index.add(id_key(str(n)), n, 2**64 - 1 - n, 7)
     assert index.add(id_key("5"), 1, 1, 1) == index.find(id_key("5"))  # not overwritten
@@ -44,8 +44,19 @@ def test_values_survive_growth_and_existing_keys_keep_theirs():
     assert index.find(id_key("missing")) == -1
 
 
+def test_value_columns_have_their_own_width():
+    index = IdIndex("IQ")
+    slot = index.add(id_key("a"), 2**32 - 1, 2**64 - 1)
+    assert (index.value(slot), index.value(slot, 1)) == (2**32 - 1, 2**64 - 1)
+    with pytest.raises(OverflowError):
+        index.add(id_key("b"), 2**32)
+    assert id_key("b") not in index and len(index) == 1  # not half added
+    with pytest.raises(ValueError, match="typecodes"):
+        IdIndex("q")
+
+
 def test_slots_and_keys_list_every_entry_once():
-    index = IdIndex(width=1)
+    index = IdIndex("Q")
     keys = {id_key(f"x{n}") for n in range(300)}
     for key in keys:
         index.add(key, 1)
@@ -64,8 +75,8 @@ def test_presized_index_holds_its_capacity_without_growing(capacity):
 
 def test_memory_per_id_is_tens_of_bytes():
     # The point of the class: a set of 20k ids in well under 100 bytes per id (a set of strings: ~150)
-    index = IdIndex(width=1)
+    index = IdIndex("Q")
     for n in range(20_000):
         index.add(id_key(f"ticket-{n:07d}"), n)
-    total = sum(a.itemsize * len(a) for a in (index._lo, index._hi, index._values))
+    total = sum(a.itemsize * len(a) for a in (index._lo, index._hi, *index._columns))
     assert total / 20_000 < 100
