@@ -48,7 +48,7 @@ def test_value_columns_have_their_own_width():
     index = IdIndex("IQ")
     slot = index.add(id_key("a"), 2**32 - 1, 2**64 - 1)
     assert (index.value(slot), index.value(slot, 1)) == (2**32 - 1, 2**64 - 1)
-    with pytest.raises(OverflowError):
+    with pytest.raises((OverflowError, ValueError)):  # too big for its 32-bit column
         index.add(id_key("b"), 2**32)
     assert id_key("b") not in index and len(index) == 1  # not half added
     with pytest.raises(ValueError, match="typecodes"):
