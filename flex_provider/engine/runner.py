@@ -560,5 +560,7 @@ class FlexEngine:
                 totals["deadline"] = {**deadline, "on_fallback": tally.items, "extra_cost_usd": tally.extra_cost()}
             return totals
 
-        manifest = self.store.finalize(cast("dict[str, Any]", header), summarize)  # the store takes plain dicts
+        # the store takes plain dicts; the ids it will find: about those done, and those skipped here
+        expected_ids = self.counters.done + self.counters.budget_skipped
+        manifest = self.store.finalize(cast("dict[str, Any]", header), summarize, expected_ids=expected_ids)
         return as_summary(manifest)

@@ -264,11 +264,12 @@ class _Winners:
     full by a second pass over just the parts that hold them, in the same order, so that the
     "record met first" tie rules are those of a single pass."""
 
-    def __init__(self, parts: list[Any], read: _Lines) -> None:
+    def __init__(self, parts: list[Any], read: _Lines, expected_ids: int = 0) -> None:
         self.parts = parts
         self._read = read
-        # id digest -> (prompt hash number, part << 40 | line << 5 | flags, line size): 36 bytes a slot
-        self.index = IdIndex("QQI")
+        # id digest -> (prompt hash number, part << 40 | line << 5 | flags, line size): 36 bytes a
+        # slot; sized for ``expected_ids`` at once, else growing costs the old table beside the new
+        self.index = IdIndex("QQI", capacity=expected_ids)
         self.several: dict[int, _Tally] = {}  # id digest -> all its records, for ids with several
         self.other_hashes: dict[int, str] = {}  # prompt hashes not of prompt_hash()'s shape (older, foreign)
         self.lines = [0] * len(parts)  # non-blank lines per part
@@ -577,9 +578,9 @@ class ResultStore:
                 if record is not None:
                     yield part, record
 
-    def _winners(self, parts: list[Any] | None = None) -> _Winners:
+    def _winners(self, parts: list[Any] | None = None, expected_ids: int = 0) -> _Winners:
         """Each id's winning record (see :class:`_Winners`)."""
-        return _Winners(self.part_files() if parts is None else parts, self._read_lines)
+        return _Winners(self.part_files() if parts is None else parts, self._read_lines, expected_ids)
 
     def load(self, redo_failed: str = "retryable") -> StoreState:
         """What is done: an item is final if a final record answers its current prompt (the
@@ -718,6 +719,8 @@ class ResultStore:
         self,
         manifest: dict[str, Any],
         summarize: Callable[[Iterable[dict[str, Any]]], dict[str, Any]] | None = None,
+        *,
+        expected_ids: int = 0,
     ) -> dict[str, Any]:
         """Compact the parts, drop scratch files, then write the manifest (last).
 
@@ -738,10 +741,11 @@ class ResultStore:
         identical: each id's winner does not change).
 
         ``summarize`` sees every final record once, during the compaction pass (one read of the
-        parts, not one per purpose); what it returns is merged into the manifest."""
+        parts, not one per purpose); what it returns is merged into the manifest. ``expected_ids``
+        (optional, a guess is fine): how many ids the folder holds, to size the id index once."""
         self._finish_compaction()
         parts = self.part_files()
-        winners = self._winners(parts)
+        winners = self._winners(parts, expected_ids)
         merge = self._to_merge(winners)
         writer = _PartWriter(self.root, self.session, self._last_seq(), self.part_bytes) if merge else None
 
