@@ -44,23 +44,22 @@ def _zeros(count: int, typecode: str = "Q") -> memoryview:
 class IdIndex:
     """Open-addressing hash table (linear probing) from id keys (:func:`id_key`) to one unsigned
     value per letter of ``values`` (its array typecode: ``"I"`` 32 bits, ``"Q"`` 64 bits); no
-    values makes it a set. Grows by doubling past 3/4 full; never shrinks (an index only grows
-    during a run). Not thread-safe: one owner at a time."""
+    values makes it a set. ``capacity``: how many ids to make room for at once (any number: the
+    table is not a power of two, so a known count costs 4/3 slots per id, not up to 8/3). Grows by
+    doubling past 3/4 full; never shrinks (an index only grows during a run). Not thread-safe:
+    one owner at a time."""
 
-    __slots__ = ("_columns", "_hi", "_len", "_lo", "_mask", "typecodes")
+    __slots__ = ("_columns", "_hi", "_len", "_lo", "_size", "typecodes")
 
     def __init__(self, values: str = "", capacity: int = _MIN_CAPACITY) -> None:
         if any(code not in "IQ" for code in values):
             raise ValueError(f"values: typecodes 'I' or 'Q' only, got {values!r}")
         self.typecodes = values
-        size = _MIN_CAPACITY
-        while size * 3 < capacity * 4:
-            size *= 2
-        self._alloc(size)
+        self._alloc(max(_MIN_CAPACITY, -(-capacity * 4 // 3)))
         self._len = 0
 
     def _alloc(self, size: int) -> None:
-        self._mask = size - 1
+        self._size = size
         self._lo = _zeros(size)  # low 64 bits of the key; 0: empty (keys are odd)
         self._hi = _zeros(size)
         self._columns = [_zeros(size, code) for code in self.typecodes]
@@ -74,13 +73,15 @@ class IdIndex:
     def _slot(self, key: int) -> int:
         """The slot holding ``key``, or the empty slot where it would go."""
         lo, hi = key & _M64, key >> 64
-        los, his, mask = self._lo, self._hi, self._mask
-        i = hi & mask
+        los, his, size = self._lo, self._hi, self._size
+        i = hi % size
         while True:
             found = los[i]
             if found == 0 or (found == lo and his[i] == hi):
                 return i
-            i = (i + 1) & mask
+            i += 1
+            if i == size:
+                i = 0
 
     def find(self, key: int) -> int:
         """The slot of ``key`` (for :meth:`value`/:meth:`set_value`), or -1 if absent."""
@@ -93,7 +94,7 @@ class IdIndex:
         i = self._slot(key)
         if self._lo[i]:
             return i
-        if (self._len + 1) * 4 > (self._mask + 1) * 3:
+        if (self._len + 1) * 4 > self._size * 3:
             self._grow()
             i = self._slot(key)
         for column, value in zip(self._columns, values, strict=False):  # first: a value too big raises here
@@ -115,20 +116,20 @@ class IdIndex:
     def slots(self) -> Iterator[int]:
         """Every occupied slot (values are read with :meth:`value`)."""
         los = self._lo
-        return (i for i in range(self._mask + 1) if los[i])
+        return (i for i in range(self._size) if los[i])
 
     def _grow(self) -> None:
         old_lo, old_hi, old_columns = self._lo, self._hi, self._columns
-        self._alloc((self._mask + 1) * 2)
-        los, his, columns, mask = self._lo, self._hi, self._columns, self._mask
+        self._alloc(self._size * 2)
+        los, his, columns, size = self._lo, self._hi, self._columns, self._size
         pairs = list(zip(columns, old_columns, strict=True))
         for j, lo in enumerate(old_lo):
             if not lo:
                 continue
             hi = old_hi[j]
-            i = hi & mask
+            i = hi % size
             while los[i]:
-                i = (i + 1) & mask
+                i = i + 1 if i + 1 < size else 0
             los[i], his[i] = lo, hi
             for new, old in pairs:
                 new[i] = old[j]
