@@ -14,6 +14,8 @@ folders, so progress is a growing set of immutable part files::
 
 Only part names of exactly that shape (``<session>`` as made by :func:`new_session_id`) are read as
 results: any other file in the folder, even a user's ``part-0001.jsonl``, is neither read nor touched.
+(The one exception: while ``_compaction.json`` is being committed, the new parts it names are read
+under their ``_tmp-`` names until renamed; see ``finalize``.)
 
 A restarted trigger, a task retry or a re-run reads the part files back and skips every item that
 has a final record. If two copies of a trigger ever overlap, an id can land in two parts; ``finalize``
