@@ -49,6 +49,7 @@ from flex_provider.engine.errors import (
 )
 from flex_provider.engine.estimate import DEFAULT_MAX_OUTPUT_TOKENS
 from flex_provider.engine.health import RunHealth
+from flex_provider.engine.idindex import IdIndex, id_key
 from flex_provider.engine.items import WorkItem
 from flex_provider.engine.lease import FolderLease
 from flex_provider.engine.logs import RunLog
@@ -295,31 +296,40 @@ class FlexEngine:
         def next_chunk() -> list[tuple[WorkItem, str]]:  # in a thread: storage reads, rendering, hashing
             return [(item, prompt_hash(item.prompt)) for item in itertools.islice(iterator, _FEED_CHUNK)]
 
-        seen: set[str] = set()
+        not_final = object()  # finished.get's default: no final record on storage
+        seen = IdIndex()  # digests of the ids fed so far that ItemIds did not make unique already
         position = 0
-        while self._stop_reason is None:
-            chunk = await asyncio.to_thread(next_chunk)
-            if not chunk:
-                return
-            for entry in chunk:
-                item = entry[0]
-                item.index, position = position, position + 1
-                if item.id in seen:
-                    self.counters.duplicates += 1
-                    self.controls.not_sent()
-                    continue
-                seen.add(item.id)
-                if item.id in finished:
-                    stored = finished[item.id]
-                    if stored is None or stored == entry[1]:  # no hash: written before hashes existed
-                        self.counters.resumed += 1
-                        if item.id in state.final_failed:
-                            self.counters.resumed_failed += 1
-                        self.controls.not_sent()
-                        continue
-                    self.counters.prompt_changed += 1  # same id, another prompt: the old answer is stale
-                self.controls.queued()
-                await queue.put(entry)
+        try:
+            while self._stop_reason is None:
+                chunk = await asyncio.to_thread(next_chunk)
+                if not chunk:
+                    return
+                for entry in chunk:
+                    item = entry[0]
+                    item.index, position = position, position + 1
+                    if not item.unique:
+                        key = id_key(item.id)
+                        if key in seen:
+                            self.counters.duplicates += 1
+                            self.controls.not_sent()
+                            continue
+                        seen.add(key)
+                    stored = finished.get(item.id, not_final)
+                    if stored is not not_final:
+                        if stored is None or stored == entry[1]:  # no hash: written before hashes existed
+                            self.counters.resumed += 1
+                            if item.id in state.final_failed:
+                                self.counters.resumed_failed += 1
+                            self.controls.not_sent()
+                            continue
+                        self.counters.prompt_changed += 1  # same id, another prompt: the old answer is stale
+                    self.controls.queued()
+                    await queue.put(entry)
+        finally:
+            # The feeder is the last reader of what load() found: drop its id index now, so that
+            # finalize does not build its own beside it (~50-75 MB at a million items).
+            state.final_prompts = {}
+            state.retryable_ids = state.redo_ids = state.final_failed = frozenset()
 
     async def _worker(self, queue: _Queue) -> None:
         while (entry := await queue.get()) is not None:
@@ -568,5 +578,7 @@ class FlexEngine:
                 totals["deadline"] = {**deadline, "on_fallback": tally.items, "extra_cost_usd": tally.extra_cost()}
             return totals
 
-        manifest = self.store.finalize(cast("dict[str, Any]", header), summarize)  # the store takes plain dicts
+        # the store takes plain dicts; the ids it will find: about those done, and those skipped here
+        expected_ids = self.counters.done + self.counters.budget_skipped
+        manifest = self.store.finalize(cast("dict[str, Any]", header), summarize, expected_ids=expected_ids)
         return as_summary(manifest)

@@ -10,13 +10,18 @@ folders, so progress is a growing set of immutable part files::
     _job.json                      which request the results answer (see ``claim``)
     _lease.json                    which engine session works in the folder now (see ``lease.py``)
     _manifest.json                 summary, written last: its presence means the run completed
+    _compaction.json               only while finalize commits a compaction (see ``finalize``)
 
 Only part names of exactly that shape (``<session>`` as made by :func:`new_session_id`) are read as
 results: any other file in the folder, even a user's ``part-0001.jsonl``, is neither read nor touched.
+(The one exception: while ``_compaction.json`` is being committed, the new parts it names are read
+under their ``_tmp-`` names until renamed; see ``finalize``.)
 
 A restarted trigger, a task retry or a re-run reads the part files back and skips every item that
 has a final record. If two copies of a trigger ever overlap, an id can land in two parts; ``finalize``
-compacts those so the output holds each id exactly once. Which record of an id wins: the newest
+compacts those so the output holds each id exactly once, and merges the small parts of the run's
+flushes (one every ``flush_interval_s``) into parts of up to ``COMPACT_PART_BYTES`` (64 MiB), so
+that downstream readers find a few files of sensible size rather than thousands of tiny ones. Which record of an id wins: the newest
 record's ``prompt_hash`` (a hash of the prompt sent) names the current prompt; only records with
 that hash, or with none (older versions wrote none), can win; among them a success beats a failure,
 then newer beats older (a newer failure beats an older failure too). An answer to a prompt that has
@@ -33,6 +38,10 @@ result, so that item is done again, and ``finalize`` rewrites its part without i
 the end of a run rewrites it). Writes never fail on item content: text JSON cannot encode falls back
 to escapes.
 
+Memory stays small in the number of items: reading the parts keeps each id as a 128-bit digest
+with its winner's location and status packed in flat arrays (~100 bytes per id, see
+:class:`_Winners`), never the records or the id strings; records are streamed.
+
 All methods are blocking: the engine calls them through ``asyncio.to_thread``.
 """
 
@@ -44,16 +53,21 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from flex_provider.engine.errors import FlexInputError
+from flex_provider.engine.idindex import IdIndex, id_key
 
 MANIFEST_NAME = "_manifest.json"
 JOB_NAME = "_job.json"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".jsonl"
 TMP_PREFIX = "_tmp-"
+COMPACTION_NAME = "_compaction.json"
+# finalize merges small parts into parts of up to this many bytes (ResultStore(part_bytes=...))
+COMPACT_PART_BYTES = 64 * 2**20
 PENDING_DIR = "_pending"
 PROGRESS_DIR = "_progress"
 # "skipped": not sent, the budget could not afford it; always retryable, so never final (see is_final).
@@ -143,15 +157,20 @@ def is_final(record: dict[str, Any]) -> bool:
 
 @dataclass
 class StoreState:
-    """What a new engine session finds on storage."""
+    """What a new engine session finds on storage.
+
+    The id collections are compact views over the winners found by :meth:`ResultStore.load`
+    (128-bit digests, not strings: see :class:`_Winners`): ``in``, ``len`` and lookups are answered
+    from memory; iterating one (tests, tools; the engine never does) reads the parts again, as
+    they were at ``load``."""
 
     # item id -> prompt_hash of its final record (None for a record without one, from an older version)
-    final_prompts: dict[str, str | None] = field(default_factory=dict)
-    retryable_ids: set[str] = field(default_factory=set)
+    final_prompts: Mapping[str, str | None] = field(default_factory=dict)
+    retryable_ids: AbstractSet[str] = frozenset()
     # load(redo_failed="all"): ids whose final record is a failure, to be sent again (not in final_prompts)
-    redo_ids: set[str] = field(default_factory=set)
+    redo_ids: AbstractSet[str] = frozenset()
     # ids in final_prompts whose final record is a failure (a session counts them as resumed failures)
-    final_failed: set[str] = field(default_factory=set)
+    final_failed: AbstractSet[str] = frozenset()
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> background entry
     final_bytes: int = 0  # UTF-8 size of the lines of the final records (what the output will hold)
 
@@ -162,11 +181,11 @@ class StoreState:
 
 
 # One record reduced to what choosing a winner needs:
-# (succeeded 0/1, finished_at, prompt_hash, part name, line number, is final, line size in bytes).
-_Entry = tuple[int, str, "str | None", str, int, bool, int]
+# (succeeded 0/1, finished_at, prompt_hash, part index, line number, is final, line size in bytes).
+_Entry = tuple[int, str, "str | None", int, int, bool, int]
 
 
-def _entry(value: Any, name: str, number: int, size: int) -> _Entry | None:
+def _entry(value: Any, part: int, number: int, size: int) -> _Entry | None:
     record = as_record(value)
     if record is None:
         return None
@@ -175,7 +194,7 @@ def _entry(value: Any, name: str, number: int, size: int) -> _Entry | None:
         1 if record["status"] == "succeeded" else 0,
         finished_at if isinstance(finished_at, str) else "",  # none: older than any other
         record.get("prompt_hash"),
-        name,
+        part,
         number,
         is_final(record),
         size,
@@ -183,7 +202,7 @@ def _entry(value: Any, name: str, number: int, size: int) -> _Entry | None:
 
 
 class _Tally:
-    """Every record of one item that has several (most have one, kept as a bare ``_Entry``).
+    """Every record of one item that has several (most have one: see :class:`_Winners`).
 
     The newest record's prompt_hash is the current prompt; only records with that hash, or with
     none (older versions wrote none; they match any hash), can win."""
@@ -215,15 +234,265 @@ class _Tally:
         return self._pick(self.best) or self.newest
 
 
+# Column 1 of a _Winners slot: part index << 40 | line number << 5 | these flags.
+_SUCCEEDED, _FINAL, _HASH_HEX, _HASH_OTHER, _SEVERAL = 1, 2, 4, 8, 16
+_LINE_MASK = (1 << 35) - 1
+_MAX_SIZE = 2**32 - 1  # line sizes are kept in 32 bits (a 4 GiB line counts as that)
+_HEX16 = re.compile(r"[0-9a-f]{16}")  # what attempt.prompt_hash() makes: kept as a 64-bit number
+
+# What load() makes of an id, from its winning record.
+_DONE, _DONE_FAILED, _RETRY, _REDO = 0, 1, 2, 3
+_FINAL_KINDS = frozenset({_DONE, _DONE_FAILED})
+
+_Lines = Callable[[Any], Iterable[tuple[int, bytes, Any]]]
+
+
+def _kind(winner: _Entry, redo_all: bool) -> int:
+    if not winner[5]:
+        return _RETRY
+    if winner[0]:
+        return _DONE
+    return _REDO if redo_all else _DONE_FAILED
+
+
+class _Winners:
+    """Each id's winning record (see :class:`_Tally`), as the parts were when read.
+
+    Compact, for millions of ids: an :class:`IdIndex` from the id's digest to its record's part
+    index, line number, status flags, prompt_hash (a 64-bit number when it has the 16 hex
+    characters ``prompt_hash()`` makes) and line size, ~100 bytes per id where dicts of tuples took
+    ~400. The first pass over the parts keeps the first record of each id; an id met again is only
+    marked. Ids with several records (overlapping sessions, retried failures) are then tallied in
+    full by a second pass over just the parts that hold them, in the same order, so that the
+    "record met first" tie rules are those of a single pass."""
+
+    def __init__(self, parts: list[Any], read: _Lines, expected_ids: int = 0) -> None:
+        self.parts = parts
+        self._read = read
+        # id digest -> (prompt hash number, part << 40 | line << 5 | flags, line size): 36 bytes a
+        # slot; sized for ``expected_ids`` at once, else growing costs the old table beside the new
+        self.index = IdIndex("QQI", capacity=expected_ids)
+        self.several: dict[int, _Tally] = {}  # id digest -> all its records, for ids with several
+        self.other_hashes: dict[int, str] = {}  # prompt hashes not of prompt_hash()'s shape (older, foreign)
+        self.lines = [0] * len(parts)  # non-blank lines per part
+        self.sizes = [0] * len(parts)  # and their bytes
+        self.skipped: dict[str, int] = {}  # part name -> lines that are not records
+        self._tally()
+
+    def _tally(self) -> None:
+        index = self.index
+        several_parts: set[int] = set()
+        for p, part in enumerate(self.parts):
+            lines = size_sum = 0
+            for number, raw, value in self._read(part):
+                lines += 1
+                size_sum += len(raw)
+                record = as_record(value)
+                if record is None:
+                    self.skipped[part.name] = self.skipped.get(part.name, 0) + 1
+                    continue
+                key = id_key(record["id"])
+                slot = index.find(key)
+                if slot >= 0:  # met again: tallied in full below
+                    packed = index.value(slot, 1)
+                    if not packed & _SEVERAL:
+                        index.set_value(slot, 1, packed | _SEVERAL)
+                        several_parts.add(packed >> 40)
+                    several_parts.add(p)
+                    continue
+                prompt, code, flags = record.get("prompt_hash"), 0, 0
+                if prompt is not None:
+                    if len(prompt) == 16 and _HEX16.fullmatch(prompt):
+                        code, flags = int(prompt, 16), _HASH_HEX
+                    else:
+                        flags = _HASH_OTHER
+                        self.other_hashes[key] = prompt
+                if record["status"] == "succeeded":
+                    flags |= _SUCCEEDED
+                if is_final(record):
+                    flags |= _FINAL
+                index.add(key, code, p << 40 | number << 5 | flags, min(len(raw), _MAX_SIZE))
+            self.lines[p], self.sizes[p] = lines, size_sum
+        for p in sorted(several_parts):  # in part order, as the first pass met them
+            for number, raw, value in self._read(self.parts[p]):
+                entry = _entry(value, p, number, len(raw))
+                if entry is None:
+                    continue
+                key = id_key(value["id"])
+                slot = index.find(key)
+                if slot < 0 or not index.value(slot, 1) & _SEVERAL:
+                    continue
+                tally = self.several.get(key)
+                if tally is None:
+                    self.several[key] = _Tally(entry)
+                else:
+                    tally.add(entry)
+
+    def winner(self, key: int) -> _Entry | None:
+        """The winning record of the id with digest ``key`` (its finished_at is not kept: "")."""
+        index = self.index
+        slot = index.find(key)
+        if slot < 0:
+            return None
+        packed = index.value(slot, 1)
+        if packed & _SEVERAL:
+            tally = self.several.get(key)
+            if tally is not None:  # else its part vanished between the passes: the first record stands
+                return tally.winner()
+        prompt: str | None = None
+        if packed & _HASH_HEX:
+            prompt = format(index.value(slot, 0), "016x")
+        elif packed & _HASH_OTHER:
+            prompt = self.other_hashes[key]
+        part, number = packed >> 40, (packed >> 5) & _LINE_MASK
+        return (packed & _SUCCEEDED, "", prompt, part, number, bool(packed & _FINAL), index.value(slot, 2))
+
+    def wins(self, record_id: str, part: int, number: int) -> bool:
+        """Is line ``number`` of part ``part`` its id's winner?"""
+        winner = self.winner(id_key(record_id))
+        return winner is not None and winner[3] == part and winner[4] == number
+
+    def winners_per_part(self) -> list[int]:
+        counts = [0] * len(self.parts)
+        index = self.index
+        for slot in index.slots():
+            packed = index.value(slot, 1)
+            if not packed & _SEVERAL or index.key(slot) not in self.several:
+                counts[packed >> 40] += 1
+        for tally in self.several.values():
+            counts[tally.winner()[3]] += 1
+        return counts
+
+    def kinds(self, redo_all: bool) -> tuple[list[int], int]:
+        """How many ids are of each kind (``_DONE``...), and the bytes of the final ones' lines."""
+        counts = [0, 0, 0, 0]
+        final_bytes = 0
+        index = self.index
+        for slot in index.slots():
+            packed = index.value(slot, 1)
+            if packed & _SEVERAL and index.key(slot) in self.several:
+                continue
+            if not packed & _FINAL:
+                kind = _RETRY
+            elif packed & _SUCCEEDED:
+                kind = _DONE
+            else:
+                kind = _REDO if redo_all else _DONE_FAILED
+            counts[kind] += 1
+            if kind in _FINAL_KINDS:
+                final_bytes += index.value(slot, 2)
+        for tally in self.several.values():
+            winner = tally.winner()
+            kind = _kind(winner, redo_all)
+            counts[kind] += 1
+            if kind in _FINAL_KINDS:
+                final_bytes += winner[6]
+        return counts, final_bytes
+
+    def kind_of(self, record_id: object, redo_all: bool) -> int | None:
+        if not isinstance(record_id, str):
+            return None
+        winner = self.winner(id_key(record_id))
+        return None if winner is None else _kind(winner, redo_all)
+
+    def ids(self, kinds: AbstractSet[int], redo_all: bool) -> Iterator[str]:
+        """The ids of those kinds, read back from the parts (the index keeps digests only)."""
+        for p, part in enumerate(self.parts):
+            for number, _, value in self._read(part):
+                record = as_record(value)
+                if record is None:
+                    continue
+                winner = self.winner(id_key(record["id"]))
+                if winner is not None and winner[3] == p and winner[4] == number and _kind(winner, redo_all) in kinds:
+                    yield record["id"]
+
+
+class _IdSet(AbstractSet[str]):
+    """The ids of some kinds, as a read-only set (see :class:`StoreState`)."""
+
+    def __init__(self, winners: _Winners, kinds: frozenset[int], redo_all: bool, size: int) -> None:
+        self._winners, self._kinds, self._redo_all, self._size = winners, kinds, redo_all, size
+
+    def __contains__(self, item: object) -> bool:
+        return self._winners.kind_of(item, self._redo_all) in self._kinds
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[str]:
+        return self._winners.ids(self._kinds, self._redo_all)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} id(s)>"
+
+
+class _FinalPrompts(Mapping[str, "str | None"]):
+    """Id -> prompt_hash of its final record, read-only (see :class:`StoreState`)."""
+
+    def __init__(self, winners: _Winners, redo_all: bool, size: int) -> None:
+        self._winners, self._redo_all, self._size = winners, redo_all, size
+
+    def __getitem__(self, item_id: str) -> str | None:
+        winner = self._winners.winner(id_key(item_id)) if isinstance(item_id, str) else None
+        if winner is None or _kind(winner, self._redo_all) not in _FINAL_KINDS:
+            raise KeyError(item_id)
+        return winner[2]
+
+    def __contains__(self, item: object) -> bool:
+        return self._winners.kind_of(item, self._redo_all) in _FINAL_KINDS
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[str]:
+        return self._winners.ids(_FINAL_KINDS, self._redo_all)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} final id(s)>"
+
+
+class _PartWriter:
+    """Streams record lines into parts of up to ``limit`` bytes, each under a ``_tmp-`` name until
+    the compaction is committed (see :meth:`ResultStore.finalize`); memory stays one line."""
+
+    def __init__(self, root: Any, session: str, seq: int, limit: int) -> None:
+        self.root, self.session, self.seq, self.limit = root, session, seq, limit
+        self.names: list[str] = []
+        self._handle: Any = None
+        self._size = 0
+
+    def write(self, raw: bytes) -> None:
+        if not raw.endswith(b"\n"):
+            raw += b"\n"
+        if self._handle is None or (self._size and self._size + len(raw) > self.limit):
+            self.close()
+            self.seq += 1
+            name = f"{PART_PREFIX}{self.session}-{self.seq:05d}{PART_SUFFIX}"
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._handle = (self.root / f"{TMP_PREFIX}{name}").open("wb")
+            self.names.append(name)
+            self._size = 0
+        self._handle.write(raw)
+        self._size += len(raw)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
 class ResultStore:
-    def __init__(self, root: Any, session: str | None = None) -> None:
+    def __init__(self, root: Any, session: str | None = None, *, part_bytes: int = COMPACT_PART_BYTES) -> None:
         if session is not None and not is_session_id(session):
             raise ValueError(
                 f"session {session!r} does not look like new_session_id() (YYYYMMDDTHHMMSS-<6 hex>): "
                 "its parts would be named in a way the store never reads back"
             )
+        if part_bytes < 1:
+            raise ValueError(f"part_bytes must be at least 1, got {part_bytes!r}")
         self.root = root
         self.session = session or new_session_id()
+        self.part_bytes = part_bytes  # finalize compacts parts into files of up to this size
         self._seq = 0
         self._pending_seq = 0
 
@@ -236,12 +505,54 @@ class ResultStore:
 
     def part_files(self) -> list[Any]:
         """The part files this store (any session) wrote; other files, even ``part-*.jsonl`` ones
-        such as a user's input file placed in the folder, are never read as results."""
-        return [p for p in self._children(self.root) if is_part_name(p.name)]
+        such as a user's input file placed in the folder, are never read as results.
+
+        While a compaction is being committed (``_compaction.json`` present, see :meth:`finalize`)
+        the parts it replaces are left out and its new parts read in, under their ``_tmp-`` name
+        until they are renamed."""
+        children = self._children(self.root)
+        parts = [p for p in children if is_part_name(p.name)]
+        if any(child.name == COMPACTION_NAME for child in children):
+            return self._after_compaction(parts, {child.name: child for child in children})
+        return parts
+
+    def _compaction(self) -> tuple[list[str], list[str]] | None:
+        """``(new parts, parts they replace)`` of a compaction being committed, or None (none, or
+        an unreadable marker: then every part is read, old and new, which is still exact)."""
+        try:
+            value = self._read_object(self.root / COMPACTION_NAME)
+        except (CorruptCheckpointError, OSError):
+            return None
+        if value is None:
+            return None
+        compacted, superseded = value.get("parts"), value.get("superseded")
+        names = [*(compacted or []), *(superseded or [])] if isinstance(compacted, list) else None
+        if (
+            not isinstance(superseded, list)
+            or names is None
+            or not all(isinstance(n, str) and is_part_name(n) for n in names)
+        ):
+            return None
+        return compacted, superseded  # type: ignore[return-value]  # checked just above
+
+    def _after_compaction(self, parts: list[Any], children: dict[str, Any]) -> list[Any]:
+        marker = self._compaction()
+        if marker is None:
+            return parts
+        compacted, superseded = marker
+        found = []
+        for name in compacted:
+            path = children.get(name) or children.get(f"{TMP_PREFIX}{name}")
+            if path is None:  # not written by this store: read every part (a superset, still exact)
+                return parts
+            found.append((name, path))
+        hidden = {*compacted, *superseded}
+        kept = [(p.name, p) for p in parts if p.name not in hidden]
+        return [path for _, path in sorted(kept + found, key=lambda pair: pair[0])]
 
     @staticmethod
-    def _read_lines(path: Any) -> Iterator[tuple[int, int, Any]]:
-        """``(line number, size in bytes, JSON value)`` of each non-blank line; the value is
+    def _read_lines(path: Any) -> Iterator[tuple[int, bytes, Any]]:
+        """``(line number, raw bytes, JSON value)`` of each non-blank line; the value is
         ``_UNREADABLE`` for a line that is not UTF-8 JSON. Only a torn write makes one in a part
         (parts are renamed into place whole): that item has no result yet and is done again."""
         with path.open("rb") as handle:
@@ -252,7 +563,7 @@ class ResultStore:
                     value = json.loads(raw.decode("utf-8"))
                 except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
                     value = _UNREADABLE
-                yield number, len(raw), value
+                yield number, raw, value
 
     @classmethod
     def _read_jsonl(cls, path: Any) -> Iterator[dict[str, Any]]:
@@ -261,38 +572,17 @@ class ResultStore:
             if isinstance(value, dict):
                 yield value
 
-    def _rows(self) -> Iterator[tuple[Any, int, int, dict[str, Any] | None]]:
-        """``(part, line number, size, record or None)`` of every non-blank line of every part."""
-        for part in self.part_files():
-            for number, size, value in self._read_lines(part):
-                yield part, number, size, as_record(value)
-
     def iter_part_records(self) -> Iterator[tuple[Any, dict[str, Any]]]:
-        for part, _, _, record in self._rows():
-            if record is not None:
-                yield part, record
-
-    def _tallies(self, skipped: dict[str, int] | None = None) -> dict[str, _Entry | _Tally]:
-        """One pass over every part: each id's records, reduced (see :class:`_Tally`)."""
-        tallies: dict[str, _Entry | _Tally] = {}
+        """Every record of every part (duplicates and losers too), with its part."""
         for part in self.part_files():
-            name = part.name
-            for number, size, value in self._read_lines(part):
-                entry = _entry(value, name, number, size)
-                if entry is None:
-                    if skipped is not None:
-                        skipped[name] = skipped.get(name, 0) + 1
-                    continue
-                rid = value["id"]
-                known = tallies.get(rid)
-                if known is None:
-                    tallies[rid] = entry
-                elif isinstance(known, _Tally):
-                    known.add(entry)
-                else:
-                    tally = tallies[rid] = _Tally(known)
-                    tally.add(entry)
-        return tallies
+            for _, _, value in self._read_lines(part):
+                record = as_record(value)
+                if record is not None:
+                    yield part, record
+
+    def _winners(self, parts: list[Any] | None = None, expected_ids: int = 0) -> _Winners:
+        """Each id's winning record (see :class:`_Winners`)."""
+        return _Winners(self.part_files() if parts is None else parts, self._read_lines, expected_ids)
 
     def load(self, redo_failed: str = "retryable") -> StoreState:
         """What is done: an item is final if a final record answers its current prompt (the
@@ -301,27 +591,23 @@ class ResultStore:
         ``redo_failed="all"``: an item whose final record is a failure is not done either
         (``redo_ids``): it is sent again, and its new record wins in ``finalize`` (a success beats a
         failure, a newer failure beats an older one)."""
-        state = StoreState()
-        skipped: dict[str, int] = {}
-        for rid, tally in self._tallies(skipped).items():
-            winner = tally.winner() if isinstance(tally, _Tally) else tally
-            final = winner if winner[5] else None  # what finalize keeps is what counts as done
-            if final is None:
-                state.retryable_ids.add(rid)
-            elif redo_failed == "all" and final[0] == 0:
-                state.redo_ids.add(rid)
-            else:
-                state.final_prompts[rid] = final[2]
-                state.final_bytes += final[6]
-                if final[0] == 0:
-                    state.final_failed.add(rid)
-        if skipped:
+        winners = self._winners()
+        redo_all = redo_failed == "all"
+        counts, final_bytes = winners.kinds(redo_all)
+        state = StoreState(
+            final_prompts=_FinalPrompts(winners, redo_all, counts[_DONE] + counts[_DONE_FAILED]),
+            retryable_ids=_IdSet(winners, frozenset({_RETRY}), redo_all, counts[_RETRY]),
+            redo_ids=_IdSet(winners, frozenset({_REDO}), redo_all, counts[_REDO]),
+            final_failed=_IdSet(winners, frozenset({_DONE_FAILED}), redo_all, counts[_DONE_FAILED]),
+            final_bytes=final_bytes,  # what finalize keeps is what counts as done
+        )
+        if winners.skipped:
             log.warning(
                 "%s: ignored %d line(s) that are not result records (torn write?) in %s; those items "
                 "have no result and are done again",
                 self.root,
-                sum(skipped.values()),
-                ", ".join(sorted(skipped)),
+                sum(winners.skipped.values()),
+                ", ".join(sorted(winners.skipped)),
             )
         for entry_file in self._children(self.root / PENDING_DIR):
             for entry in self._read_jsonl(entry_file):
@@ -359,28 +645,18 @@ class ResultStore:
 
     def iter_records(self) -> Iterator[dict[str, Any]]:
         """The final record of every item, each id once, in part order."""
-        winners = self._winners()
-        for part in self.part_files():
-            yield from self._take_winners(part, self._read_lines(part), winners)
+        parts = self.part_files()
+        winners = self._winners(parts)
+        for p, part in enumerate(parts):
+            for _, record in self._take_winners(p, part, winners):
+                yield record
 
-    @staticmethod
-    def _take_winners(
-        part: Any, rows: Iterable[tuple[int, int, Any]], winners: dict[str, tuple[str, int]]
-    ) -> list[dict[str, Any]]:
-        """The records of ``part`` that are their id's winner (named by part and line number)."""
-        keep = []
-        name = part.name
-        for number, _, value in rows:
+    def _take_winners(self, p: int, part: Any, winners: _Winners) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(raw line, record)`` of the records of ``part`` (index ``p``) that are their id's winner."""
+        for number, raw, value in self._read_lines(part):
             record = as_record(value)
-            if record is not None and winners.get(record["id"]) == (name, number):
-                keep.append(record)
-        return keep
-
-    def _winners(self) -> dict[str, tuple[str, int]]:
-        """id -> (part name, line number) of its winning record (see :meth:`_Tally.winner`)."""
-        return {
-            rid: (tally.winner() if isinstance(tally, _Tally) else tally)[3:5] for rid, tally in self._tallies().items()
-        }
+            if record is not None and winners.wins(record["id"], p, number):
+                yield raw, record
 
     @staticmethod
     def _read_object(path: Any) -> dict[str, Any] | None:
@@ -445,28 +721,60 @@ class ResultStore:
         self,
         manifest: dict[str, Any],
         summarize: Callable[[Iterable[dict[str, Any]]], dict[str, Any]] | None = None,
+        *,
+        expected_ids: int = 0,
     ) -> dict[str, Any]:
-        """Compact duplicate ids away, drop scratch files, then write the manifest (last).
+        """Compact the parts, drop scratch files, then write the manifest (last).
+
+        Compaction: each id's winning record is kept once, and small parts (one per flush) are
+        merged into parts of up to ``part_bytes`` (:data:`COMPACT_PART_BYTES`, 64 MiB), so a long
+        run ends with few files of sensible size. A part already clean (every line its id's
+        winner) and at least half that size is left as it is. Safe to stop at any point:
+
+        1. the winners of the parts to merge are streamed into new parts under ``_tmp-`` names
+           (readers ignore those);
+        2. ``_compaction.json`` names the new parts and the parts they replace: from then on
+           readers (:meth:`part_files`) read the new parts instead of the old ones;
+        3. the new parts are renamed into place, the old ones deleted, the marker deleted.
+
+        Before 2 readers see the old parts, after it the new ones: each id once either way. The
+        next ``finalize`` first completes a marker it finds (3); one it cannot read is ignored,
+        and the old and new parts are then read together, which is still exact (the copies are
+        identical: each id's winner does not change).
 
         ``summarize`` sees every final record once, during the compaction pass (one read of the
-        parts, not one per purpose); what it returns is merged into the manifest."""
-        winners = self._winners()
+        parts, not one per purpose); what it returns is merged into the manifest. ``expected_ids``
+        (optional, a guess is fine): how many ids the folder holds, to size the id index once."""
+        self._finish_compaction()
+        parts = self.part_files()
+        winners = self._winners(parts, expected_ids)
+        merge = self._to_merge(winners)
+        writer = _PartWriter(self.root, self.session, self._last_seq(), self.part_bytes) if merge else None
 
         def final_records() -> Iterator[dict[str, Any]]:
-            for part in self.part_files():
-                rows = list(self._read_lines(part))
-                keep = self._take_winners(part, rows, winners)
-                if len(keep) != len(rows):  # duplicates, losers or unreadable lines: rewrite
-                    if keep:
-                        self._write_whole(self.root, part.name, self._lines(keep))
-                    else:
-                        part.unlink()
-                yield from keep
+            for p, part in enumerate(parts):
+                into = writer if p in merge else None
+                for raw, record in self._take_winners(p, part, winners):
+                    if into is not None:
+                        into.write(raw)
+                    yield record
 
-        records = final_records()
-        summary = summarize(records) if summarize is not None else {}
-        for _ in records:  # finish compacting whatever summarize did not read
-            pass
+        try:
+            records = final_records()
+            summary = summarize(records) if summarize is not None else {}
+            for _ in records:  # finish compacting whatever summarize did not read
+                pass
+        finally:
+            if writer is not None:
+                writer.close()  # on an error its _tmp- files are left: no marker names them
+        if writer is not None:
+            self._seq = writer.seq
+            self._write_whole(
+                self.root,
+                COMPACTION_NAME,
+                json.dumps({"parts": writer.names, "superseded": [parts[p].name for p in sorted(merge)]}),
+            )
+            self._finish_compaction()
         for child in self._children(self.root / PENDING_DIR):
             child.unlink(missing_ok=True)
         for child in self._children(self.root):
@@ -476,6 +784,49 @@ class ResultStore:
         manifest["parts"] = [p.name for p in self.part_files()]
         self._write_whole(self.root, MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
         return manifest
+
+    def _to_merge(self, winners: _Winners) -> set[int]:
+        """Indexes of the parts to merge: those holding anything but winners (duplicates, losers,
+        torn lines) and those under half ``part_bytes``; none when that would only copy one clean part."""
+        per_part = winners.winners_per_part()
+        dirty = {p for p, count in enumerate(per_part) if count != winners.lines[p]}
+        small = {p for p, size in enumerate(winners.sizes) if size < self.part_bytes / 2}
+        merge = dirty | small
+        return merge if dirty or len(merge) > 1 else set()
+
+    def _last_seq(self) -> int:
+        """The highest sequence number of this session's parts (written, or left as _tmp-)."""
+        prefix = f"{PART_PREFIX}{self.session}-"
+        seq = self._seq
+        for child in self._children(self.root):
+            name = child.name.removeprefix(TMP_PREFIX)
+            if is_part_name(name) and name.startswith(prefix):
+                seq = max(seq, int(name[len(prefix) : -len(PART_SUFFIX)]))
+        return seq
+
+    def _finish_compaction(self) -> None:
+        """Complete a committed compaction (step 3 of :meth:`finalize`): rename its new parts into
+        place, delete the parts they replace, then the marker. A marker that cannot be followed
+        (unreadable, or a new part missing) is only deleted: readers ignore it already."""
+        marker_path = self.root / COMPACTION_NAME
+        if not marker_path.exists():
+            return
+        marker = self._compaction()
+        if marker is not None:
+            compacted, superseded = marker
+            names = {child.name for child in self._children(self.root)}
+            if all(name in names or f"{TMP_PREFIX}{name}" in names for name in compacted):
+                for name in compacted:
+                    if f"{TMP_PREFIX}{name}" in names:
+                        tmp = self.root / f"{TMP_PREFIX}{name}"
+                        if name in names:  # renamed by copying, then stopped: the copy is whole
+                            tmp.unlink(missing_ok=True)
+                        else:
+                            tmp.rename(self.root / name)
+                for name in superseded:
+                    if name not in compacted:
+                        (self.root / name).unlink(missing_ok=True)
+        marker_path.unlink(missing_ok=True)
 
     def claim(self, fingerprint: str, description: dict[str, Any]) -> None:
         """Refuse to mix results of different requests in one folder.

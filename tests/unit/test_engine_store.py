@@ -46,6 +46,11 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def result_lines(folder: Path) -> list[dict]:
+    """Every line of every part file in the folder, in name order (what a downstream reader sees)."""
+    return [r for p in sorted(folder.glob("part-*.jsonl")) for r in read_lines(p)]
+
+
 def test_new_session_id_shape_and_uniqueness():
     ids = {new_session_id() for _ in range(20)}
     assert len(ids) == 20
@@ -171,8 +176,8 @@ def test_identical_record_in_two_parts_counted_once(tmp_path):
     store = ResultStore(tmp_path, session=S(3))
     assert list(store.iter_records()) == [record]
     manifest = store.finalize({})
-    assert manifest["parts"] == [f"part-{S(1)}-00001.jsonl"]
-    assert not (tmp_path / f"part-{S(2)}-00001.jsonl").exists()
+    assert manifest["parts"] == [f"part-{S(3)}-00001.jsonl"]  # both merged into one by the finalizing session
+    assert result_lines(tmp_path) == [record]
 
 
 def test_finalize_compacts_duplicates_across_parts(tmp_path):
@@ -184,14 +189,8 @@ def test_finalize_compacts_duplicates_across_parts(tmp_path):
     store = ResultStore(tmp_path, session=S(4))
     manifest = store.finalize({"status": "success", "total": 3})
 
-    assert manifest == {
-        "status": "success",
-        "total": 3,
-        "parts": [f"part-{S(1)}-00001.jsonl", f"part-{S(2)}-00001.jsonl"],
-    }
-    assert read_lines(tmp_path / f"part-{S(1)}-00001.jsonl") == [ok("keep", T(3))]
-    assert read_lines(tmp_path / f"part-{S(2)}-00001.jsonl") == [ok("a", T(4)), ok("b", T(5), output="new b")]
-    assert not (tmp_path / f"part-{S(3)}-00001.jsonl").exists()  # emptied part removed
+    assert manifest == {"status": "success", "total": 3, "parts": [f"part-{S(4)}-00001.jsonl"]}
+    assert result_lines(tmp_path) == [ok("keep", T(3)), ok("a", T(4)), ok("b", T(5), output="new b")]
     all_ids = [r["id"] for p in store.part_files() for r in read_lines(p)]
     assert sorted(all_ids) == ["a", "b", "keep"]  # each id exactly once on disk
     assert json.loads((tmp_path / MANIFEST_NAME).read_text()) == manifest
@@ -232,7 +231,7 @@ def test_manifest_is_written_last(tmp_path, monkeypatch):
         events.append(f"write {name}")
         if name == MANIFEST_NAME:  # at this moment everything else must already be in place
             assert list((tmp_path / PENDING_DIR).iterdir()) == []
-            assert sorted(p.name for p in tmp_path.glob("part-*")) == [f"part-{S(2)}-00001.jsonl"]
+            assert sorted(p.name for p in tmp_path.glob("part-*")) == [f"part-{S(2)}-00002.jsonl"]
         return original_write(self, folder, name, text)
 
     def spy_unlink(self, missing_ok=False):
@@ -246,7 +245,7 @@ def test_manifest_is_written_last(tmp_path, monkeypatch):
     assert events[-1] == f"write {MANIFEST_NAME}"
     assert f"unlink part-{S(1)}-00001.jsonl" in events
     assert f"unlink {S(2)}-00001.jsonl" in events
-    assert manifest["parts"] == [f"part-{S(2)}-00001.jsonl"]
+    assert manifest["parts"] == [f"part-{S(2)}-00002.jsonl"]  # the two parts merged into one
 
 
 def test_no_manifest_before_finalize(tmp_path):
@@ -268,7 +267,8 @@ def test_finalize_manifest_is_json_with_default_str(tmp_path, records):
 
 def test_finalize_summarizes_final_records_in_the_compaction_pass(tmp_path, monkeypatch):
     # Regression (benchmark finding): the end of a run read every part four times; for 100k items
-    # that cost seconds and tens of MiB. Now: once to rank, once to compact and summarize.
+    # that cost seconds and tens of MiB. Now: once to rank, once to compact and summarize, and once
+    # more only the parts holding an id with several records (here both: "b" is in each).
     store = store_module.ResultStore(tmp_path, session=S(1))
     store.write_part([ok("a", T(1)), failed("b", T(1), retryable=True)])
     store.write_part([ok("b", T(2)), ok("c", T(2))])
@@ -285,7 +285,8 @@ def test_finalize_summarizes_final_records_in_the_compaction_pass(tmp_path, monk
 
     manifest = store.finalize({"status": "success"}, summarize)
     assert sorted(seen) == ["a", "b", "c"] and manifest["total"] == 3 and manifest["status"] == "success"
-    assert len(reads) == 2 * len(manifest["parts"])
+    assert sorted(reads) == sorted(3 * [f"part-{S(1)}-00001.jsonl", f"part-{S(1)}-00002.jsonl"])
+    assert manifest["parts"] == [f"part-{S(1)}-00003.jsonl"]
     assert json.loads((tmp_path / store_module.MANIFEST_NAME).read_text())["total"] == 3
 
 
@@ -353,8 +354,8 @@ def test_finalize_drops_a_torn_last_line(tmp_path):
     with (tmp_path / name).open("a", encoding="utf-8") as handle:
         handle.write('{"id": "c", "status": "succ')  # torn write
     manifest = store.finalize({})
-    assert manifest["parts"] == [name]
-    assert (tmp_path / name).read_text(encoding="utf-8").splitlines() == [
+    assert manifest["parts"] == [f"part-{S(1)}-00002.jsonl"]  # rewritten under a new name
+    assert (tmp_path / manifest["parts"][0]).read_text(encoding="utf-8").splitlines() == [
         json.dumps(ok("a", T(1)), ensure_ascii=False),
         json.dumps(ok("b", T(2)), ensure_ascii=False),
     ]
@@ -370,7 +371,7 @@ def test_part_truncated_inside_a_multibyte_character(tmp_path):
     assert set(store.load().final_ids) == {"a"}
     assert [r["id"] for r in store.iter_records()] == ["a"]
     store.finalize({})
-    assert read_lines(tmp_path / name) == [ok("a", T(1))]
+    assert result_lines(tmp_path) == [ok("a", T(1))]
 
 
 @pytest.mark.parametrize(
@@ -401,7 +402,7 @@ def test_lines_that_are_not_records_are_skipped(tmp_path, line):
     assert set(state.final_ids) == {"a", "b"} and state.retryable_ids == set()
     assert [r["id"] for r in store.iter_records()] == ["a", "b"]
     store.finalize({})
-    assert read_lines(tmp_path / name) == [ok("a", T(1)), ok("b", T(2))]  # the stray line is gone
+    assert result_lines(tmp_path) == [ok("a", T(1)), ok("b", T(2))]  # the stray line is gone
 
 
 def test_failed_record_with_a_non_object_error_is_final(tmp_path):
