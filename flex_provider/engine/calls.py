@@ -2,20 +2,33 @@
 
 This is the only module that knows the shapes of the Responses and Chat Completions APIs.
 
-Requests go through the SDK's ``with_raw_response`` so that every answer's ``x-ratelimit-*``
-headers reach the pacer (:mod:`flex_provider.engine.ratelimit`); the body is parsed exactly as the
-plain ``create`` would (``LegacyAPIResponse.parse``), at the same cost. A client without
-``with_raw_response`` (a stand-in such as a benchmark's stub) is called plainly: its answers carry no
-headers, which the pacer reads as "no limits announced".
+Requests skip the SDK's typed layer: ``client.post(path, body=..., cast_to=httpx2.Response)`` sends
+the keyword arguments as the JSON body and hands back the HTTP response, whose ``x-ratelimit-*``
+headers reach the pacer (:mod:`flex_provider.engine.ratelimit`) and whose body is read as plain dicts
+by the small readers below. Converting the request params and building the pydantic ``Response`` /
+``ChatCompletion`` was about a third of the engine's client CPU per request, and the engine reads six
+fields of it. Everything else stays the SDK's: auth headers, timeouts, connection handling, and
+non-2xx answers raising ``openai.APIStatusError`` subclasses (what :mod:`~flex_provider.engine.errors`
+classifies and :mod:`~flex_provider.engine.retry` reads headers from).
+
+The typed path is kept where it is needed: for request options ``create`` does not accept (it raises
+``TypeError`` before sending, as it always did, instead of a server 400 per item), and for a client
+without ``post`` (a stand-in such as a benchmark's stub; without ``with_raw_response`` either, its
+answers carry no headers, which the pacer reads as "no limits announced"). The readers take SDK
+objects too: background responses are still retrieved through the SDK.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import jsonschema
+from openai.resources.chat.completions import AsyncCompletions
+from openai.resources.responses import AsyncResponses
 
 from flex_provider.engine.config import RequestSpec
 from flex_provider.engine.errors import MalformedResponseError, OutputValidationError
@@ -27,6 +40,18 @@ NO_LIMITS = RateLimits()
 
 # Where each API takes the output bound the engine adds when it needs one (see ``default_output_bound``).
 _OUTPUT_BOUND_KEY = {"responses": "max_output_tokens", "chat": "max_completion_tokens"}
+
+# Where ``client.post`` sends each API's requests (the paths the SDK's ``create`` posts to).
+_PATH = {"responses": "/responses", "chat": "/chat/completions"}
+# The keyword arguments ``create`` accepts: a request whose options all are among them can skip the
+# typed layer (the SDK's request transform is the identity on JSON data: these params have no aliases).
+_ACCEPTED = {
+    "responses": frozenset(inspect.signature(AsyncResponses.create).parameters) - {"self"},
+    "chat": frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"},
+}
+# ``create``'s keyword arguments that are request options, not body fields, and where
+# ``make_request_options`` puts them.
+_OPTION_KEYS = {"timeout": "timeout", "extra_headers": "headers", "extra_query": "params", "extra_body": "extra_json"}
 
 
 @dataclass(slots=True)
@@ -53,9 +78,28 @@ def _shape_error(obj: Any, missing: str) -> MalformedResponseError:
 
 
 def _field(obj: Any, name: str) -> Any:
-    """A field of an SDK model that may have been built from a body lacking it (``construct`` does
-    not validate): missing reads as None instead of an AttributeError deep in our code."""
+    """A field of a decoded JSON body (a dict), or of an SDK model that may have been built from a
+    body lacking it (``construct`` does not validate): missing reads as None instead of an
+    AttributeError deep in our code."""
+    if isinstance(obj, dict):
+        return obj.get(name)
     return getattr(obj, name, None) if obj is not None and not isinstance(obj, str) else None
+
+
+def output_text(response: Any) -> str:
+    """What the SDK's ``Response.output_text`` gives: the ``output_text`` parts of the ``message``
+    items, joined. A decoded body is read the same way, skipping what is not shaped as expected."""
+    if not isinstance(response, dict):
+        return str(response.output_text)
+    texts = []
+    for item in response.get("output") or ():
+        if isinstance(item, dict) and item.get("type") == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        texts.append(text)
+    return "".join(texts)
 
 
 class CallBuilder:
@@ -93,6 +137,8 @@ class CallBuilder:
         if cache_key is not None:
             extra = {"prompt_cache_key": cache_key, **extra}  # a key in request_options wins
         self._extra = extra
+        # Every request of the run has the same keys: whether they can skip the typed layer is known now.
+        self._plain = set(self.kwargs("", "")) <= _ACCEPTED[spec.api]
 
     def kwargs(self, prompt: str, tier: str, *, background: bool = False) -> dict[str, Any]:
         spec = self.spec
@@ -120,8 +166,11 @@ class CallBuilder:
     async def send(self, client: Any, prompt: str, tier: str) -> Reply:
         """Send one request and wait for the answer (inline mode)."""
         responses = self.spec.api == "responses"
-        resource = client.responses if responses else client.chat.completions
-        body, limits = await _create(resource, self.kwargs(prompt, tier))
+        kwargs = self.kwargs(prompt, tier)
+        if self._plain and hasattr(client, "post"):
+            body, limits = await _post(client, _PATH[self.spec.api], kwargs)
+        else:
+            body, limits = await _create(client.responses if responses else client.chat.completions, kwargs)
         try:
             reply = self.read_response(body) if responses else self.read_chat(body)
         except (OutputValidationError, MalformedResponseError) as exc:
@@ -132,7 +181,11 @@ class CallBuilder:
 
     async def create_background(self, client: Any, prompt: str, tier: str) -> Created:
         """Create a background response; returns its id (a body without one is malformed)."""
-        response, limits = await _create(client.responses, self.kwargs(prompt, tier, background=True))
+        kwargs = self.kwargs(prompt, tier, background=True)
+        if self._plain and hasattr(client, "post"):
+            response, limits = await _post(client, _PATH["responses"], kwargs)
+        else:
+            response, limits = await _create(client.responses, kwargs)
         response_id = _field(response, "id")
         if not isinstance(response_id, str) or not response_id:
             error = _shape_error(response, "id")
@@ -145,10 +198,10 @@ class CallBuilder:
         if not isinstance(output, list):
             raise _shape_error(response, "output")
         if _field(response, "status") == "incomplete":
-            reason = getattr(_field(response, "incomplete_details"), "reason", None)
+            reason = _field(_field(response, "incomplete_details"), "reason")
             raise self._cut_short(response, f"incomplete: {reason or 'no reason given'}")
         return self._reply(
-            response.output_text,
+            output_text(response),
             _field(response, "service_tier"),
             _field(response, "usage"),
             _field(response, "id"),
@@ -159,9 +212,12 @@ class CallBuilder:
         choices = _field(completion, "choices")
         if not isinstance(choices, list) or not choices or _field(choices[0], "message") is None:
             raise _shape_error(completion, "choices")
-        message = choices[0].message
+        message = _field(choices[0], "message")
+        content = _field(message, "content")
+        if content is not None and not isinstance(content, str):
+            raise _shape_error(completion, "choices")  # a decoded body's garbage; a model would not hold it
         model = _field(completion, "model")
-        if getattr(message, "refusal", None):
+        if _field(message, "refusal"):
             # The refusal's text is model output (it may quote the prompt): only the fact is recorded.
             refused = OutputValidationError("the model refused to answer (its refusal text is not recorded)")
             refused.usage = Usage.from_api(_field(completion, "usage"))
@@ -170,7 +226,7 @@ class CallBuilder:
         if _field(choices[0], "finish_reason") == "length":
             raise self._cut_short(completion, "finish_reason: length")
         return self._reply(
-            message.content or "",
+            content or "",
             _field(completion, "service_tier"),
             _field(completion, "usage"),
             _field(completion, "id"),
@@ -210,6 +266,29 @@ class CallBuilder:
         if error is not None:
             raise OutputValidationError(f"output does not match response_format {schema_mismatch(error)}")
         return value
+
+
+async def _post(client: Any, path: str, kwargs: dict[str, Any]) -> tuple[Any, RateLimits]:
+    """``create(**kwargs)`` without the typed layer: the same request (body, options, bearer auth, as
+    ``create`` builds them), the decoded JSON body (plain dicts) and the answer's rate-limit headers.
+    Non-2xx answers raise from ``post`` as they do from ``create``; a 200 whose body is not JSON
+    (HTML from a proxy, an empty or cut body) is a :class:`MalformedResponseError` carrying the
+    headers."""
+    body = dict(kwargs)
+    options: dict[str, Any] = {"security": {"bearer_auth": True}}
+    for key, option in _OPTION_KEYS.items():
+        value = body.pop(key, None)
+        if value is not None:
+            options[option] = value
+    raw = await client.post(path, body=body, cast_to=httpx2.Response, options=options)
+    limits = RateLimits.from_headers(raw.headers)
+    try:
+        decoded = json.loads(raw.content)
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not text
+        error = _shape_error("", "output" if path == _PATH["responses"] else "choices")
+        error.limits = limits
+        raise error from None
+    return decoded, limits
 
 
 async def _create(resource: Any, kwargs: dict[str, Any]) -> tuple[Any, RateLimits]:

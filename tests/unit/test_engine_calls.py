@@ -9,7 +9,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from flex_provider.engine.calls import CallBuilder, Reply
+from flex_provider.engine.calls import CallBuilder, Reply, output_text
 from flex_provider.engine.config import RequestSpec
 from flex_provider.engine.errors import FlexInputError, MalformedResponseError, OutputValidationError, Verdict, classify
 from flex_provider.engine.usage import Usage
@@ -378,3 +378,295 @@ def test_sdk_json_errors_on_a_200_are_transient():
     assert classify(json.JSONDecodeError("Expecting value", "", 0)) is Verdict.TRANSIENT
     response = httpx2.Response(200, request=httpx2.Request("POST", "http://x/v1/responses"), text="<html>")
     assert classify(openai.APIResponseValidationError(response, "<html>", message="bad")) is Verdict.TRANSIENT
+
+
+# -- send without the typed layer (client.post) -----------------------------------------------------
+# A real AsyncOpenAI over httpx2's MockTransport: the SDK's own request building, auth and status
+# errors, no network.
+
+RESPONSE_BODY = {
+    "id": "resp_7",
+    "object": "response",
+    "created_at": 0,
+    "model": "o3-2025-04-16",
+    "status": "completed",
+    "service_tier": "flex",
+    "output": [
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "thinking"}]},
+        {
+            "type": "message",
+            "id": "msg_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [
+                {"type": "output_text", "text": "Hello, ", "annotations": []},
+                {"type": "refusal", "refusal": "not this"},
+                {"type": "output_text", "text": "world", "annotations": []},
+            ],
+        },
+        {
+            "type": "message",
+            "id": "msg_2",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "!", "annotations": []}],
+        },
+    ],
+    "parallel_tool_calls": False,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 100,
+        "input_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 0},
+        "output_tokens": 20,
+        "output_tokens_details": {"reasoning_tokens": 8},
+        "total_tokens": 120,
+    },
+}
+CHAT_BODY = {
+    "id": "chatcmpl_7",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "o3",
+    "service_tier": "default",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Bonjour"}}],
+    "usage": {
+        "prompt_tokens": 30,
+        "completion_tokens": 6,
+        "total_tokens": 36,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    },
+}
+LIMIT_HEADERS = {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499"}
+
+
+class Server:
+    """What the mock transport answers, and the requests it saw."""
+
+    def __init__(self, status: int = 200, body: Any = RESPONSE_BODY, *, headers: dict[str, str] | None = None) -> None:
+        self.status, self.body, self.headers = status, body, headers
+        self.requests: list[httpx2.Request] = []
+
+    def client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key="sk-test",
+            base_url="http://flex.test/v1",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(self._answer)),
+        )
+
+    def _answer(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        headers = {**LIMIT_HEADERS, **(self.headers or {})}
+        if isinstance(self.body, bytes):
+            return httpx2.Response(self.status, content=self.body, headers=headers)
+        return httpx2.Response(self.status, json=self.body, headers=headers)
+
+
+def sent(request: httpx2.Request) -> dict[str, Any]:
+    return {
+        "url": str(request.url),
+        "body": json.loads(request.content),
+        "auth": request.headers.get("authorization"),
+        "custom": request.headers.get("x-custom"),
+        "timeout": request.extensions.get("timeout"),
+    }
+
+
+async def test_post_reads_a_responses_answer_as_the_typed_path_does():
+    server = Server()
+    builder = CallBuilder(RequestSpec(model="o3", timeout=30, prompt_cache_key=None))
+    reply = await builder.send(server.client(), "Hi", "flex")
+    typed = builder.read_response(Response.model_validate(RESPONSE_BODY))
+    assert reply.output == typed.output == "Hello, world!"  # as the SDK's output_text joins them
+    assert (reply.service_tier, reply.usage, reply.response_id, reply.model) == (
+        typed.service_tier,
+        typed.usage,
+        typed.response_id,
+        typed.model,
+    )
+    assert reply.usage == Usage(input=100, cached=40, output=20, reasoning=8)
+    assert reply.limits.requests.limit == 500 and reply.limits.requests.remaining == 499
+    assert sent(server.requests[0])["body"] == {"model": "o3", "input": "Hi", "service_tier": "flex"}
+
+
+async def test_post_reads_a_chat_answer_as_the_typed_path_does():
+    server = Server(body=CHAT_BODY)
+    builder = CallBuilder(RequestSpec(model="o3", api="chat"))
+    reply = await builder.send(server.client(), "Hi", "flex")
+    typed = builder.read_chat(ChatCompletion.model_validate(CHAT_BODY))
+    typed.limits = reply.limits
+    assert (
+        reply
+        == typed
+        == Reply("Bonjour", "default", Usage(input=30, cached=2, output=6), "chatcmpl_7", "o3", reply.limits)
+    )
+    assert reply.limits.requests.limit == 500
+    assert str(server.requests[0].url) == "http://flex.test/v1/chat/completions"
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+async def test_post_sends_exactly_what_create_sends(api):
+    """Body, URL (extra_query), headers (auth, extra_headers), merged extra_body and timeout: the
+    same request as the SDK's typed create builds from the same keyword arguments."""
+    spec = RequestSpec(
+        model="o3",
+        api=api,
+        instructions="Be brief.",
+        response_schema=SCHEMA,
+        timeout=12.5,
+        request_options={
+            "metadata": {"run": "n1"},
+            "extra_body": {"custom_field": [1, 2]},
+            "extra_query": {"trace": "yes"},
+            "extra_headers": {"X-Custom": "abc"},
+        },
+    )
+    builder = CallBuilder(spec, default_output_bound=256)
+    assert builder._plain
+    via_post, via_create = Server(body=RESPONSE_BODY if api == "responses" else CHAT_BODY), None
+    with pytest.raises(OutputValidationError):  # the canned answer is not the schema's: only the request matters
+        await builder.send(via_post.client(), "Hi", "flex")
+    via_create = Server(body=RESPONSE_BODY if api == "responses" else CHAT_BODY)
+    client = via_create.client()
+    typed_only = type("Typed", (), {"responses": client.responses, "chat": client.chat})()  # no post
+    with pytest.raises(OutputValidationError):
+        await builder.send(typed_only, "Hi", "flex")
+    assert sent(via_post.requests[0]) == sent(via_create.requests[0])
+    request = sent(via_post.requests[0])
+    assert request["auth"] == "Bearer sk-test" and request["custom"] == "abc"
+    assert request["url"].endswith("?trace=yes") and request["body"]["custom_field"] == [1, 2]
+
+
+async def test_background_create_through_post():
+    server = Server(body={"id": "resp_bg", "object": "response", "status": "queued", "output": []})
+    created = await CallBuilder(RequestSpec(model="o3")).create_background(server.client(), "Hi", "flex")
+    assert created.response_id == "resp_bg" and created.limits.requests.limit == 500
+    assert sent(server.requests[0])["body"]["background"] is True
+    server.body = {"object": "response", "status": "queued"}
+    with pytest.raises(MalformedResponseError, match="without 'id'") as info:
+        await CallBuilder(RequestSpec(model="o3")).create_background(server.client(), "Hi", "flex")
+    assert info.value.limits.requests.limit == 500
+
+
+async def test_an_option_create_does_not_take_still_raises_before_sending():
+    """An unknown request option (a typo) keeps failing as the typed create fails, not as a 400 per item."""
+    server = Server()
+    builder = CallBuilder(RequestSpec(model="o3", request_options={"temprature": 0}))
+    assert not builder._plain
+    with pytest.raises(TypeError, match="temprature"):
+        await builder.send(server.client(), "Hi", "flex")
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "code"),
+    [
+        (
+            429,
+            {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}},
+            openai.RateLimitError,
+            "rate_limit_exceeded",
+        ),
+        (
+            401,
+            {"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}},
+            openai.AuthenticationError,
+            "invalid_api_key",
+        ),
+        (503, b"<html>Service Unavailable</html>", openai.InternalServerError, None),
+    ],
+)
+async def test_post_raises_the_sdk_status_errors(status, body, error, code):
+    server = Server(status, body, headers={"retry-after": "3"})
+    with pytest.raises(error) as info:
+        await CallBuilder(RequestSpec(model="o3")).send(server.client(), "Hi", "flex")
+    assert info.value.status_code == status and info.value.code == code
+    assert info.value.response.headers["retry-after"] == "3"
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize(
+    ("body", "pattern"),
+    [
+        (b"<html>Bad gateway</html>", r"got text"),
+        (b"", r"got text"),
+        (b'{"id": "resp_1", "outp', r"got text"),
+        (b"\xff\xfe", r"got text"),
+        (b"null", r"got null"),
+        (b'"a string"', r"got text"),
+        (b"[1, 2]", r"an object without"),
+        (b'{"id": "x", "object": "response"}', r"an object without"),
+        (b'{"choices": [], "output": null}', r"an object without"),
+    ],
+)
+async def test_post_malformed_200s_are_transient_and_carry_the_headers(api, body, pattern):
+    server = Server(body=body)
+    with pytest.raises(MalformedResponseError, match=r"^malformed 200 answer: .*" + pattern) as info:
+        await CallBuilder(RequestSpec(model="o3", api=api)).send(server.client(), "Hi", "flex")
+    assert classify(info.value) is Verdict.TRANSIENT
+    assert info.value.limits.requests.limit == 500
+
+
+async def test_post_chat_content_that_is_not_text_is_malformed():
+    body = {**CHAT_BODY, "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": {"x": 1}}}]}
+    with pytest.raises(MalformedResponseError, match="'choices'"):
+        await CallBuilder(RequestSpec(model="o3", api="chat")).send(Server(body=body).client(), "Hi", "flex")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}, "max_output_tokens"),
+        ({"status": "incomplete", "incomplete_details": None}, "no reason given"),
+    ],
+)
+async def test_post_incomplete_answer_is_cut_short_billed(body, expected):
+    server = Server(body={**RESPONSE_BODY, **body})
+    with pytest.raises(OutputValidationError, match=rf"cut short \(incomplete: {expected}\)") as info:
+        await CallBuilder(RequestSpec(model="o3")).send(server.client(), "Hi", "flex")
+    assert info.value.usage == Usage(input=100, cached=40, output=20, reasoning=8)
+    assert info.value.limits.requests.limit == 500
+
+
+async def test_post_chat_refusal_and_length():
+    refusal = {
+        **CHAT_BODY,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": None, "refusal": "No."}}],
+    }
+    with pytest.raises(OutputValidationError, match="refused") as info:
+        await CallBuilder(RequestSpec(model="o3", api="chat")).send(Server(body=refusal).client(), "Hi", "flex")
+    assert info.value.usage == Usage(input=30, cached=2, output=6) and info.value.service_tier == "default"
+    cut = {**CHAT_BODY, "choices": [{"index": 0, "finish_reason": "length", "message": {"content": "Bonj"}}]}
+    with pytest.raises(OutputValidationError, match=r"finish_reason: length"):
+        await CallBuilder(RequestSpec(model="o3", api="chat")).send(Server(body=cut).client(), "Hi", "flex")
+
+
+def test_output_text_of_a_decoded_body_matches_the_sdk_property():
+    odd = {
+        **RESPONSE_BODY,
+        "output": [
+            *RESPONSE_BODY["output"],
+            {"type": "message", "content": None},
+            {"type": "message", "content": [{"type": "output_text", "text": None}, "junk"]},
+            "junk",
+        ],
+    }
+    assert output_text(RESPONSE_BODY) == Response.model_validate(RESPONSE_BODY).output_text == "Hello, world!"
+    assert output_text(odd) == "Hello, world!"
+    assert output_text({"output": []}) == ""
+
+
+async def test_post_authenticates_as_create_does_never_with_an_admin_key():
+    """``create`` asks for bearer auth only; ``post``'s default would also send an admin key (such as
+    one the SDK picks up from OPENAI_ADMIN_KEY) when the connection has no API key."""
+    server = Server()
+    client = openai.AsyncOpenAI(
+        api_key="",
+        admin_api_key="sk-admin",
+        base_url="http://flex.test/v1",
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(server._answer)),
+    )
+    with pytest.raises(TypeError, match="authentication"):
+        await CallBuilder(RequestSpec(model="o3")).send(client, "Hi", "flex")
+    assert server.requests == []
