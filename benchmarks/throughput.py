@@ -125,7 +125,7 @@ def output_text(payload: dict) -> str:
 async def run_sdk_post(base_url: str, data: list[tuple[str, str]], c: int, model: str) -> int:
     """The engine's client (FlexHook, aiohttp) without the SDK's typed layer: ``client.post`` with
     ``cast_to=httpx2.Response`` (no request transform, no response model) + ``json.loads``. Measures
-    what the SDK's typing costs on top of the transport (a possible engine change, not what it does)."""
+    what the SDK's typing costs on top of the transport (the engine sends this way since the fast path in engine/calls.py)."""
     import httpx2
 
     client = FlexHook.build_client(ClientSettings(API_KEY, base_url), max_connections=c + 16)
