@@ -246,7 +246,10 @@ class RunControls:
         Returns whether the pacer knows a limit (else the adaptive limiter must back off instead)."""
         limits = _limits_of(exc)
         if rate_limited:
-            self.pacer.refund(ticket.paced, limits)
+            # A wait longer than an item may wait is a daily limit (RPD/TPD): its headers describe the
+            # day's bucket, not the per-minute one the pacer keeps. Learnt as a per-window bucket
+            # they stalled every worker for seconds at each such 429 (the item ends at once instead).
+            self.pacer.refund(ticket.paced, limits if pause else None)
             if pause:
                 kind = getattr(exc, "type", None)
                 self.pacer.on_rate_limited(kind if isinstance(kind, str) else None, server_wait_hint(exc))
