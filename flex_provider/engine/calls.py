@@ -237,9 +237,8 @@ class CallBuilder:
         """An answer that hit the output bound is a truncated text, not a result: the item fails (not
         retryable: the same bound cuts it again), billed, as background mode's ``incomplete`` does.
         The message says how to get it: a larger bound, then ``redo_failed="all"``."""
-        bound = "max_output_tokens" if self.spec.api == "responses" else "max_completion_tokens"
         cut = OutputValidationError(
-            f"the answer was cut short ({why}): raise {bound} in request_options and re-run with "
+            f"the answer was cut short ({why}): raise {_OUTPUT_BOUND_KEY[self.spec.api]} in request_options and re-run with "
             f"redo_failed='all' (the truncated text is not recorded)"
         )
         cut.usage = Usage.from_api(_field(answer, "usage"))
